@@ -1,0 +1,194 @@
+/* support.h — shared test fixtures: a virtual clock, a service on a given store URL,
+ * a host-thread check and an issue/corruption recorder. Tests never sleep for real:
+ * the service's sleep hook advances the virtual clock. */
+#ifndef PS_TEST_SUPPORT_H
+#define PS_TEST_SUPPORT_H
+
+#include "test.h"
+
+#include <profileservice.h>
+#include <profileservice/backend.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <unistd.h>
+
+typedef struct test_clock {
+    pthread_mutex_t lock;
+    double now;
+} test_clock;
+
+static test_clock g_clock = {PTHREAD_MUTEX_INITIALIZER, 1700000000.0};
+
+static double test_clock_now(void *userdata)
+{
+    test_clock *c = userdata;
+    pthread_mutex_lock(&c->lock);
+    double now = c->now;
+    pthread_mutex_unlock(&c->lock);
+    return now;
+}
+
+static void test_clock_advance(test_clock *c, double seconds)
+{
+    pthread_mutex_lock(&c->lock);
+    c->now += seconds;
+    pthread_mutex_unlock(&c->lock);
+}
+
+static void test_clock_sleep(double seconds, void *userdata)
+{
+    test_clock_advance(userdata, seconds);
+}
+
+/* Records signals; asserts every listener runs on the host thread. */
+typedef struct test_recorder {
+    pthread_t host;
+    int issues, corruptions, critical_on, critical_off;
+    char last_issue[512];
+    char last_corrupt_key[64];
+} test_recorder;
+
+static void rec_check_thread(test_recorder *r)
+{
+    if (!pthread_equal(pthread_self(), r->host))
+        PS_FAIL("listener ran off the host thread");
+}
+
+static void rec_issue(const char *message, const char *store, const char *key, void *ud)
+{
+    test_recorder *r = ud;
+    (void)store;
+    (void)key;
+    rec_check_thread(r);
+    r->issues++;
+    snprintf(r->last_issue, sizeof r->last_issue, "%s", message);
+}
+
+static void rec_corruption(const char *store, const char *key, void *ud)
+{
+    test_recorder *r = ud;
+    (void)store;
+    rec_check_thread(r);
+    r->corruptions++;
+    snprintf(r->last_corrupt_key, sizeof r->last_corrupt_key, "%s", key ? key : "");
+}
+
+static void rec_critical(int on, void *ud)
+{
+    test_recorder *r = ud;
+    rec_check_thread(r);
+    if (on)
+        r->critical_on++;
+    else
+        r->critical_off++;
+}
+
+/* A service on @p url with the virtual clock and the given session tag. */
+static ps_service *test_service(const char *url, int64_t place, const char *job,
+                                test_recorder *rec)
+{
+    ps_config config;
+    ps_config_init(&config);
+    config.store_url = url;
+    config.place_id = place;
+    config.job_id = job;
+    config.clock = test_clock_now;
+    config.sleep = test_clock_sleep;
+    config.clock_userdata = &g_clock;
+    ps_service *s = NULL;
+    PS_ASSERT_OK(ps_service_new(&s, &config));
+    if (rec) {
+        memset(rec, 0, sizeof *rec);
+        rec->host = pthread_self();
+        PS_ASSERT_OK(ps_service_issue_signal_connect(NULL, s, rec_issue, rec, NULL));
+        PS_ASSERT_OK(ps_service_corruption_signal_connect(NULL, s, rec_corruption, rec,
+                                                          NULL));
+        PS_ASSERT_OK(ps_service_critical_state_signal_connect(NULL, s, rec_critical, rec,
+                                                              NULL));
+    }
+    return s;
+}
+
+static json_t *test_template(void)
+{
+    return json_pack("{s:i, s:[s], s:{s:b}}", "Coins", 0, "Items", "sword", "Settings",
+                     "Music", 1);
+}
+
+static ps_profile_store *test_store(ps_service *s, const char *name)
+{
+    json_t *t = test_template();
+    ps_profile_store *store = NULL;
+    PS_ASSERT_OK(ps_service_get_profile_store(&store, s, name, t));
+    json_decref(t);
+    return store;
+}
+
+/* Runs ticks (advancing virtual time by @p step each) until *flag or @p max ticks. */
+static void test_tick_until(ps_service *s, const int *flag, double step, int max)
+{
+    for (int i = 0; i < max && !*flag; i++) {
+        PS_ASSERT_OK(ps_service_update(s));
+        if (*flag)
+            break;
+        test_clock_advance(&g_clock, step);
+        usleep(1000);
+    }
+}
+
+/* Reads the stored document of a key straight from a backend. */
+static json_t *test_stored_doc(const char *url, const char *store, const char *key)
+{
+    ps_backend *b = NULL;
+    PS_ASSERT_OK(ps_backend_open(&b, url));
+    ps_bytes bytes = {NULL, 0};
+    int rc = b->get(&bytes, b, store, key);
+    json_t *doc = NULL;
+    if (rc == PS_OK) {
+        doc = json_loadb(bytes.data, bytes.len, 0, NULL);
+        PS_ASSERT(doc != NULL);
+    } else {
+        PS_ASSERT_EQ(rc, PS_ENOTFOUND);
+    }
+    ps_bytes_dispose(&bytes);
+    ps_backend_free(b);
+    return doc;
+}
+
+#endif /* PS_TEST_SUPPORT_H */
+
+/* The URL under test (argv[1]); an sqlite file is removed first so runs start clean.
+ * Store names carry the pid so runs never see each other's keys on a shared server. */
+static const char *g_url = "memory:";
+
+static void test_use_url(int argc, char **argv)
+{
+    if (argc > 1)
+        g_url = argv[1];
+    if (strncmp(g_url, "env:", 4) == 0) {
+        g_url = getenv(g_url + 4);
+        if (!g_url || !*g_url) {
+            printf("skipped: %s is not set\n", argv[1] + 4);
+            exit(77);
+        }
+    }
+    if (strncmp(g_url, "sqlite:", 7) == 0) {
+        char path[1024];
+        const char *suffixes[] = {"", "-wal", "-shm"};
+        for (int i = 0; i < 3; i++) {
+            snprintf(path, sizeof path, "%s%s", g_url + 7, suffixes[i]);
+            unlink(path);
+        }
+    }
+    printf("store url: %s\n", strncmp(g_url, "postgres", 8) == 0 ? "postgres://…" : g_url);
+}
+
+static const char *test_store_name(const char *base)
+{
+    static char names[64][64];
+    static int next;
+    char *name = names[next++ % 64];
+    snprintf(name, 64, "%s-%ld", base, (long)getpid());
+    return name;
+}
