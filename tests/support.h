@@ -6,6 +6,9 @@
 
 #include "test.h"
 
+/* Each test uses some of these helpers. */
+#pragma GCC diagnostic ignored "-Wunused-function"
+
 #include <profileservice.h>
 #include <profileservice/backend.h>
 
