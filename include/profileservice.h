@@ -382,6 +382,29 @@ PS_EXTERN int ps_profile_release(ps_profile *profile);
 PS_EXTERN int ps_profile_save(ps_profile *profile);
 
 /**
+ * Replaces Profile.Data (for bindings that keep Data in their own language and copy it
+ * back before each save). Steals @p data, even when it fails.
+ * @return PS_OK; PS_EINVAL (not an object); PS_EVIEW; PS_ERELEASED.
+ */
+PS_EXTERN int ps_profile_set_data_new(ps_profile *profile, json_t *data);
+
+/** Replaces MetaData.MetaTags wholesale; as ps_profile_set_data_new. */
+PS_EXTERN int ps_profile_set_meta_tags_new(ps_profile *profile, json_t *meta_tags);
+
+/**
+ * Before-save hook: runs on the host thread right before any save of this profile
+ * (auto-save, Save, Release, shutdown) takes its snapshot of Data and MetaTags — the
+ * place to copy a host-language view into the profile (the Lua binding does). A
+ * nonzero return (with ps_error_set) fails that save: IssueSignal gets the message and
+ * nothing stored changes; a release save is then retried later.
+ */
+typedef int (*ps_before_save_fn)(ps_profile *profile, void *userdata);
+
+/** Sets (or with NULL clears) the before-save hook. @return PS_OK; PS_EINVAL. */
+PS_EXTERN int ps_profile_set_before_save(ps_profile *profile, ps_before_save_fn fn,
+                                         void *userdata);
+
+/**
  * Frees the caller's handle. An active profile is NOT released by this (the service
  * keeps it and auto-saves it until ps_profile_release or shutdown) — call
  * ps_profile_release first. NULL is accepted.

@@ -378,6 +378,7 @@ typedef struct save_op {
 
 static void save_finish(ps_op *base);
 static void save_run(ps_op *base);
+static void schedule_release_retry(struct save_op *op);
 
 static int save_prepare(ps_op *base)
 {
@@ -387,6 +388,14 @@ static int save_prepare(ps_op *base)
         p->save_queued = 0;
         if (!p->active)
             return 1; /* released since: the release save covers it */
+    }
+    if (p->before_save && p->before_save(p, p->before_save_userdata) != 0) {
+        char message[400];
+        snprintf(message, sizeof message, "save refused: %s", ps_error_last()->message);
+        ps__service_issue(base->service, message, base->store->name, base->key);
+        if (op->releasing)
+            schedule_release_retry(op);
+        return 1;
     }
     if (!json_is_object(p->data)) {
         ps__service_corruption(base->service, base->store->name, base->key);
@@ -501,7 +510,7 @@ static void release_retry_fire(ps_timer *t)
     free(r);
 }
 
-static void schedule_release_retry(save_op *op)
+static void schedule_release_retry(struct save_op *op)
 {
     ps_service *s = op->base.service;
     release_retry *r = calloc(1, sizeof *r);
@@ -595,4 +604,42 @@ int ps_profile_save(ps_profile *profile)
                                          "%zu-byte limit", profile->key, size,
                              profile->service->config.max_document_size);
     return ps__profile_queue_save(profile, 0);
+}
+
+int ps_profile_set_data_new(ps_profile *profile, json_t *data)
+{
+    int rc = check_writable(profile);
+    if (rc == PS_OK && !json_is_object(data))
+        rc = ps__error_set(PS_EINVAL, "profile Data must be a JSON object");
+    if (rc != PS_OK) {
+        json_decref(data);
+        return rc;
+    }
+    json_decref(profile->data);
+    profile->data = data;
+    return PS_OK;
+}
+
+int ps_profile_set_meta_tags_new(ps_profile *profile, json_t *meta_tags)
+{
+    int rc = check_writable(profile);
+    if (rc == PS_OK && !json_is_object(meta_tags))
+        rc = ps__error_set(PS_EINVAL, "MetaTags must be a JSON object");
+    if (rc != PS_OK) {
+        json_decref(meta_tags);
+        return rc;
+    }
+    if (json_object_set_new(profile->meta, "MetaTags", meta_tags))
+        return ps__error_oom();
+    profile->meta_tags = meta_tags;
+    return PS_OK;
+}
+
+int ps_profile_set_before_save(ps_profile *profile, ps_before_save_fn fn, void *userdata)
+{
+    if (!profile)
+        return ps__error_set(PS_EINVAL, "profile is NULL");
+    profile->before_save = fn;
+    profile->before_save_userdata = userdata;
+    return PS_OK;
 }

@@ -32,6 +32,8 @@ struct ps_profile {
     char *released_job;    /* NULL: no new owner known */
 
     ps_global_updates *global_updates;
+    ps_before_save_fn before_save;
+    void *before_save_userdata;
 };
 
 /* Builds a loaded profile from the document our load wrote (session taken). The
