@@ -159,6 +159,106 @@ static json_t *test_stored_doc(const char *url, const char *store, const char *k
     return doc;
 }
 
+/* ---- additions: configurable services and a borrowed (shared) backend ---------- */
+
+/* Fills @p config as test_service does (virtual clock, session tag), so a test can
+ * change other settings before test_service_new. */
+static void test_service_config(ps_config *config, const char *url, int64_t place,
+                                const char *job)
+{
+    ps_config_init(config);
+    config->store_url = url;
+    config->place_id = place;
+    config->job_id = job;
+    config->clock = test_clock_now;
+    config->sleep = test_clock_sleep;
+    config->clock_userdata = &g_clock;
+}
+
+/* A service from @p config; with @p rec, records its signals as test_service does. */
+static ps_service *test_service_new(const ps_config *config, test_recorder *rec)
+{
+    ps_service *s = NULL;
+    PS_ASSERT_OK(ps_service_new(&s, config));
+    if (rec) {
+        memset(rec, 0, sizeof *rec);
+        rec->host = pthread_self();
+        PS_ASSERT_OK(ps_service_issue_signal_connect(NULL, s, rec_issue, rec, NULL));
+        PS_ASSERT_OK(ps_service_corruption_signal_connect(NULL, s, rec_corruption, rec,
+                                                          NULL));
+        PS_ASSERT_OK(ps_service_critical_state_signal_connect(NULL, s, rec_critical, rec,
+                                                              NULL));
+    }
+    return s;
+}
+
+/* A backend that forwards to @p inner and, when freed, frees only itself: several
+ * services (and the test's own reads) can then share one in-process store, e.g. one
+ * "memory:" backend. @p inner must outlive every borrower. */
+typedef struct test_borrowed_backend {
+    ps_backend parent;
+    ps_backend *inner;
+} test_borrowed_backend;
+
+static ps_backend *test_borrowed_inner(ps_backend *b)
+{
+    return ((test_borrowed_backend *)b)->inner;
+}
+
+static int tbb_get(ps_bytes *out, ps_backend *b, const char *store, const char *key)
+{
+    ps_backend *in = test_borrowed_inner(b);
+    return in->get(out, in, store, key);
+}
+
+static int tbb_update(ps_backend *b, const char *store, const char *key,
+                      ps_transform_fn transform, void *userdata)
+{
+    ps_backend *in = test_borrowed_inner(b);
+    return in->update(in, store, key, transform, userdata);
+}
+
+static int tbb_list(ps_backend *b, const char *store, const char *prefix, ps_key_fn fn,
+                    void *userdata)
+{
+    ps_backend *in = test_borrowed_inner(b);
+    return in->list(in, store, prefix, fn, userdata);
+}
+
+static int tbb_remove(ps_backend *b, const char *store, const char *key)
+{
+    ps_backend *in = test_borrowed_inner(b);
+    return in->remove(in, store, key);
+}
+
+static int tbb_quarantine_list(ps_backend *b, const char *store, const char *key,
+                               ps_quarantine_fn fn, void *userdata)
+{
+    ps_backend *in = test_borrowed_inner(b);
+    return in->quarantine_list(in, store, key, fn, userdata);
+}
+
+static void tbb_free(ps_backend *b)
+{
+    free(b);
+}
+
+static ps_backend *test_backend_borrow(ps_backend *inner)
+{
+    test_borrowed_backend *t = calloc(1, sizeof *t);
+    PS_ASSERT(t != NULL);
+    PS_ASSERT_OK(ps_backend_init(&t->parent, inner->version));
+    t->inner = inner;
+    t->parent.get = tbb_get;
+    t->parent.update = tbb_update;
+    t->parent.free = tbb_free;
+    /* Optional members only where the inner backend has them. */
+    t->parent.list = inner->list ? tbb_list : NULL;
+    t->parent.remove = inner->remove ? tbb_remove : NULL;
+    t->parent.quarantine_list = inner->quarantine_list ? tbb_quarantine_list : NULL;
+    return &t->parent;
+}
+
 #endif /* PS_TEST_SUPPORT_H */
 
 /* The URL under test (argv[1]); an sqlite file is removed first so runs start clean.

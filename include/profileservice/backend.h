@@ -115,7 +115,8 @@ struct ps_backend {
 PS_EXTERN int ps_backend_init(ps_backend *backend, unsigned int version);
 
 /**
- * Opens a backend from a URL: "memory:" (a fresh in-process store), "sqlite:PATH",
+ * Opens a backend from a URL: "memory:" (a fresh in-process store), "memory:NAME"
+ * (a process-wide store shared by every handle with that NAME), "sqlite:PATH",
  * "postgres://…" / "postgresql://…", "faulty:SEED:INNER-URL" (see faulty.c).
  * @param[out] out new; free with ps_backend_free.
  * @return PS_OK; PS_EINVAL (unknown scheme, empty path); PS_EBACKEND; PS_ENOMEM.

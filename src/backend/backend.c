@@ -106,16 +106,15 @@ int ps_backend_open(ps_backend **out, const char *url)
     *out = NULL;
     if (!url || !*url)
         return ps__error_set(PS_EINVAL, "store url is empty");
-    if (strcmp(url, "memory:") == 0)
-        return ps__memory_backend_open(out);
     if (has_prefix(url, "memory:"))
-        return ps__error_set(PS_EINVAL, "memory: store url takes no path");
+        return ps__memory_backend_open(out, url + strlen("memory:"));
     if (has_prefix(url, "sqlite:")) {
         const char *path = url + strlen("sqlite:");
         if (!*path)
             return ps__error_set(PS_EINVAL, "sqlite: store url has an empty path");
         return ps__sqlite_backend_open(out, path);
     }
+    /* ---- postgres: src/backend/postgres.c (libpq takes the whole URL) ---------- */
     if (has_prefix(url, "postgres://") || has_prefix(url, "postgresql://"))
         return ps__postgres_backend_open(out, url);
     /* ---- faulty:SEED:INNER-URL (src/backend/faulty.c) goes here too. ---------- */

@@ -10,8 +10,10 @@
 
 #include <stdint.h>
 
-/** "memory:": a fresh, empty in-process store. @param[out] out new. */
-int ps__memory_backend_open(ps_backend **out);
+/** "memory:" (@p name NULL or ""): a fresh, empty in-process store, freed with the
+ *  handle. "memory:NAME": a new handle on the process-wide store NAME, created empty
+ *  on first use and kept until the process exits. @param[out] out new. */
+int ps__memory_backend_open(ps_backend **out, const char *name);
 
 /** "sqlite:PATH": @p path non-empty; the file is created (mode 0600) when absent. */
 int ps__sqlite_backend_open(ps_backend **out, const char *path);

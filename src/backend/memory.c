@@ -6,6 +6,10 @@
  * out, unlocks, transforms, relocks and compares versions, so the conflict path is the
  * same as a real store's and tests can provoke it by writing from inside a transform.
  * Every value is copied on the way in and out: nothing aliases caller memory.
+ *
+ * "memory:" opens a fresh private store; "memory:NAME" opens a handle on the
+ * process-wide store called NAME, so several services in one process (tests) can
+ * share it. Neither is visible to other processes.
  */
 #include "backends.h"
 
@@ -29,8 +33,10 @@ typedef struct qentry {
     ps_quarantine_entry e; /* store, key, reason and doc owned by this node */
 } qentry;
 
-typedef struct memory_backend {
-    ps_backend parent;
+/* The data of one store. A "memory:" handle owns its store; "memory:NAME" handles
+ * share the store registered under NAME, which lives until the process exits, so a
+ * test can write through one handle, free it, and read through a later one. */
+typedef struct memory_store {
     pthread_mutex_t lock;
     entry **buckets;
     size_t nbuckets; /* a power of two */
@@ -40,7 +46,23 @@ typedef struct memory_backend {
     int64_t last_version;
     qentry *qhead, *qtail;
     int64_t last_qid;
+} memory_store;
+
+typedef struct memory_backend {
+    ps_backend parent;
+    memory_store *st;
+    int owns_store; /* unnamed: freed with the handle */
 } memory_backend;
+
+/* Named stores, never freed (reachable from here until exit). */
+typedef struct named_store {
+    struct named_store *next;
+    char *name;
+    memory_store *st;
+} named_store;
+
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static named_store *registry;
 
 #define INITIAL_BUCKETS 64
 
@@ -57,7 +79,7 @@ static uint64_t hash_of(const char *store, const char *key)
 }
 
 /* Under the lock. @return the link pointing at the entry (or at the chain's NULL). */
-static entry **find(memory_backend *m, const char *store, const char *key, uint64_t h)
+static entry **find(memory_store *m, const char *store, const char *key, uint64_t h)
 {
     entry **link = &m->buckets[h & (m->nbuckets - 1)];
     while (*link && !((*link)->hash == h && strcmp((*link)->store, store) == 0 &&
@@ -68,7 +90,7 @@ static entry **find(memory_backend *m, const char *store, const char *key, uint6
 
 /* Doubles the table when the chains average one entry. Under the lock. Failing to
  * grow is harmless (chains just get longer), so it reports nothing. */
-static void maybe_grow(memory_backend *m)
+static void maybe_grow(memory_store *m)
 {
     if (m->count < m->nbuckets)
         return;
@@ -107,7 +129,7 @@ static int memory_get(ps_bytes *out, ps_backend *b, const char *store, const cha
     int rc = ps__backend_check_key("get", store, key);
     if (rc != PS_OK || !b)
         return rc != PS_OK ? rc : ps__error_set(PS_EINVAL, "get: backend is NULL");
-    memory_backend *m = (memory_backend *)b;
+    memory_store *m = ((memory_backend *)b)->st;
     pthread_mutex_lock(&m->lock);
     entry *e = *find(m, store, key, hash_of(store, key));
     if (!e)
@@ -121,7 +143,7 @@ static int memory_get(ps_bytes *out, ps_backend *b, const char *store, const cha
 /* ---- update ------------------------------------------------------------------- */
 
 typedef struct cas_ctx {
-    memory_backend *m;
+    memory_store *m;
     const char *store;
     const char *key;
     uint64_t hash;
@@ -142,7 +164,7 @@ static int cas_read(void *ctx, ps_bytes *current, int *present, int64_t *version
 }
 
 /* Under the lock: a quarantine node holding copies of the replaced value. */
-static int quarantine_add(memory_backend *m, const char *store, const char *key,
+static int quarantine_add(memory_store *m, const char *store, const char *key,
                           const ps_bytes *doc, const char *reason)
 {
     qentry *q = calloc(1, sizeof *q);
@@ -165,7 +187,7 @@ static int quarantine_add(memory_backend *m, const char *store, const char *key,
 }
 
 /* Under the lock: a new entry for an absent key; takes @p doc. */
-static int insert_new(memory_backend *m, cas_ctx *c, ps_bytes *doc)
+static int insert_new(memory_store *m, cas_ctx *c, ps_bytes *doc)
 {
     entry *e = calloc(1, sizeof *e);
     if (!e || !(e->store = strdup(c->store)) || !(e->key = strdup(c->key))) {
@@ -190,7 +212,7 @@ static int cas_write(void *ctx, ps_write *w, const ps_bytes *current, int presen
                      int64_t version)
 {
     cas_ctx *c = ctx;
-    memory_backend *m = c->m;
+    memory_store *m = c->m;
     int rc = PS_OK;
     pthread_mutex_lock(&m->lock);
     entry *e = *find(m, c->store, c->key, c->hash);
@@ -220,8 +242,9 @@ static int memory_update(ps_backend *b, const char *store, const char *key,
     if (rc != PS_OK)
         return rc;
     if (!b || !transform)
-        return ps__error_set(PS_EINVAL, "update: %s is NULL", b ? "transform" : "backend");
-    cas_ctx c = {(memory_backend *)b, store, key, hash_of(store, key)};
+        return ps__error_set(PS_EINVAL, "update: %s is NULL",
+                             b ? "transform" : "backend");
+    cas_ctx c = {((memory_backend *)b)->st, store, key, hash_of(store, key)};
     return ps__backend_cas(&ops, &c, store, key, transform, userdata);
 }
 
@@ -241,7 +264,7 @@ static void free_keys(char **keys, size_t n)
 
 /* Under the lock: copies of the matching keys, so @p fn later runs unlocked and may
  * call back into this backend. */
-static int collect_keys(char ***out, size_t *n, memory_backend *m, const char *store,
+static int collect_keys(char ***out, size_t *n, memory_store *m, const char *store,
                         const char *prefix)
 {
     size_t plen = prefix ? strlen(prefix) : 0;
@@ -272,7 +295,7 @@ static int memory_list(ps_backend *b, const char *store, const char *prefix,
         return ps__error_set(PS_EINVAL, "list: %s", !b ? "backend is NULL"
                                      : !store ? "store name is NULL"
                                      : !*store ? "store name is empty" : "fn is NULL");
-    memory_backend *m = (memory_backend *)b;
+    memory_store *m = ((memory_backend *)b)->st;
     char **keys = NULL;
     size_t n = 0;
     pthread_mutex_lock(&m->lock);
@@ -292,7 +315,7 @@ static int memory_remove(ps_backend *b, const char *store, const char *key)
     int rc = ps__backend_check_key("remove", store, key);
     if (rc != PS_OK || !b)
         return rc != PS_OK ? rc : ps__error_set(PS_EINVAL, "remove: backend is NULL");
-    memory_backend *m = (memory_backend *)b;
+    memory_store *m = ((memory_backend *)b)->st;
     pthread_mutex_lock(&m->lock);
     entry **link = find(m, store, key, hash_of(store, key));
     entry *e = *link;
@@ -317,7 +340,7 @@ static void qentry_free(qentry *q)
 }
 
 /* Under the lock: deep copies of the matching quarantine entries, oldest first. */
-static int collect_quarantine(qentry **out, memory_backend *m, const char *store,
+static int collect_quarantine(qentry **out, memory_store *m, const char *store,
                               const char *key)
 {
     qentry *head = NULL, **tail = &head;
@@ -348,8 +371,9 @@ static int memory_quarantine_list(ps_backend *b, const char *store, const char *
                                   ps_quarantine_fn fn, void *userdata)
 {
     if (!b || !fn)
-        return ps__error_set(PS_EINVAL, "quarantine list: %s is NULL", b ? "fn" : "backend");
-    memory_backend *m = (memory_backend *)b;
+        return ps__error_set(PS_EINVAL, "quarantine list: %s is NULL",
+                             b ? "fn" : "backend");
+    memory_store *m = ((memory_backend *)b)->st;
     qentry *copies = NULL;
     pthread_mutex_lock(&m->lock);
     int rc = collect_quarantine(&copies, m, store, key);
@@ -365,9 +389,8 @@ static int memory_quarantine_list(ps_backend *b, const char *store, const char *
     return rc;
 }
 
-static void memory_free(ps_backend *b)
+static void store_free(memory_store *m)
 {
-    memory_backend *m = (memory_backend *)b;
     if (!m)
         return;
     for (size_t i = 0; i < m->nbuckets; i++) {
@@ -385,9 +408,9 @@ static void memory_free(ps_backend *b)
     free(m);
 }
 
-int ps__memory_backend_open(ps_backend **out)
+static int store_new(memory_store **out)
 {
-    memory_backend *m = calloc(1, sizeof *m);
+    memory_store *m = calloc(1, sizeof *m);
     if (!m || !(m->buckets = calloc(INITIAL_BUCKETS, sizeof *m->buckets))) {
         free(m);
         return ps__error_oom();
@@ -398,13 +421,61 @@ int ps__memory_backend_open(ps_backend **out)
         return ps__error_set(PS_EBACKEND, "memory: cannot create a mutex");
     }
     m->nbuckets = INITIAL_BUCKETS;
-    ps_backend_init(&m->parent, PS_BACKEND_VERSION);
-    m->parent.get = memory_get;
-    m->parent.update = memory_update;
-    m->parent.free = memory_free;
-    m->parent.list = memory_list;
-    m->parent.remove = memory_remove;
-    m->parent.quarantine_list = memory_quarantine_list;
-    *out = &m->parent;
+    *out = m;
+    return PS_OK;
+}
+
+/* The store registered under @p name, created on first use. */
+static int store_named(memory_store **out, const char *name)
+{
+    int rc = PS_OK;
+    pthread_mutex_lock(&registry_lock);
+    named_store *n = registry;
+    while (n && strcmp(n->name, name) != 0)
+        n = n->next;
+    if (!n) {
+        n = calloc(1, sizeof *n);
+        if (!n || !(n->name = strdup(name)))
+            rc = ps__error_oom();
+        else if ((rc = store_new(&n->st)) == PS_OK)
+            n->next = registry, registry = n;
+        if (rc != PS_OK && n)
+            free(n->name), free(n), n = NULL;
+    }
+    if (n)
+        *out = n->st;
+    pthread_mutex_unlock(&registry_lock);
+    return rc;
+}
+
+static void memory_free(ps_backend *b)
+{
+    memory_backend *h = (memory_backend *)b;
+    if (!h)
+        return;
+    if (h->owns_store)
+        store_free(h->st);
+    free(h);
+}
+
+int ps__memory_backend_open(ps_backend **out, const char *name)
+{
+    memory_backend *h = calloc(1, sizeof *h);
+    if (!h)
+        return ps__error_oom();
+    h->owns_store = !name || !*name;
+    int rc = h->owns_store ? store_new(&h->st) : store_named(&h->st, name);
+    if (rc != PS_OK) {
+        free(h);
+        return rc;
+    }
+    ps_backend_init(&h->parent, PS_BACKEND_VERSION);
+    h->parent.get = memory_get;
+    h->parent.update = memory_update;
+    h->parent.free = memory_free;
+    h->parent.list = memory_list;
+    h->parent.remove = memory_remove;
+    h->parent.quarantine_list = memory_quarantine_list;
+    *out = &h->parent;
     return PS_OK;
 }

@@ -35,6 +35,8 @@
 #include <unistd.h>
 
 #define SCHEMA_VERSION 1        /* PRAGMA user_version of the layout below */
+#define STRINGIFY_(x) #x
+#define STRINGIFY(x) STRINGIFY_(x)
 #define BUSY_TIMEOUT_MS 10000   /* how long a writer queues for the write lock */
 #define POOL_IDLE_MAX 8
 
@@ -117,7 +119,7 @@ static void stmt_done(sqlite3_stmt *st)
 /* Runs a statement that returns no rows (BEGIN, COMMIT, ROLLBACK). */
 static int exec_stmt(conn *c, int which, const char *what)
 {
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     int rc = stmt(&st, c, which);
     if (rc != PS_OK)
         return rc;
@@ -148,7 +150,7 @@ static int conn_open(conn **out, const char *path)
     if (sqlite3_open_v2(path, &c->db, flags, NULL) != SQLITE_OK)
         rc = db_error(c->db, "open");
     else if (sqlite3_busy_timeout(c->db, BUSY_TIMEOUT_MS) != SQLITE_OK ||
-             sqlite3_exec(c->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL) != SQLITE_OK)
+             sqlite3_exec(c->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL))
         rc = db_error(c->db, "configure");
     if (rc != PS_OK) {
         conn_close(c);
@@ -204,7 +206,7 @@ typedef struct cas_ctx {
 static int cas_read(void *ctx, ps_bytes *current, int *present, int64_t *version)
 {
     cas_ctx *x = ctx;
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     int rc = stmt(&st, x->c, S_GET);
     if (rc != PS_OK)
         return rc;
@@ -228,7 +230,7 @@ static int cas_read(void *ctx, ps_bytes *current, int *present, int64_t *version
 static int cas_statement(cas_ctx *x, const ps_write *w, int present, int64_t version,
                          int *changed)
 {
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     int rc = stmt(&st, x->c, present ? S_UPDATE : S_INSERT);
     if (rc != PS_OK)
         return rc;
@@ -250,7 +252,7 @@ static int cas_statement(cas_ctx *x, const ps_write *w, int present, int64_t ver
 
 static int quarantine_insert(cas_ctx *x, const ps_bytes *old, const char *reason)
 {
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     int rc = stmt(&st, x->c, S_QUARANTINE);
     if (rc != PS_OK)
         return rc;
@@ -286,7 +288,7 @@ static int cas_write(void *ctx, ps_write *w, const ps_bytes *current, int presen
         rc = exec_stmt(x->c, S_COMMIT, "commit");
     if (rc != PS_OK && !sqlite3_get_autocommit(x->c->db)) {
         /* keep the first failure's message, not the rollback's */
-        sqlite3_stmt *st;
+        sqlite3_stmt *st = NULL;
         if (stmt(&st, x->c, S_ROLLBACK) == PS_OK) {
             sqlite3_step(st);
             stmt_done(st);
@@ -324,7 +326,8 @@ static int sqlite_update(ps_backend *b, const char *store, const char *key,
     if (rc != PS_OK)
         return rc;
     if (!b || !transform)
-        return ps__error_set(PS_EINVAL, "update: %s is NULL", b ? "transform" : "backend");
+        return ps__error_set(PS_EINVAL, "update: %s is NULL",
+                             b ? "transform" : "backend");
     sqlite_backend *s = (sqlite_backend *)b;
     cas_ctx x = {NULL, store, key};
     if ((rc = pool_acquire(&x.c, s)) != PS_OK)
@@ -362,7 +365,7 @@ static int list_rows(conn *c, const char *store, const char *prefix, ps_key_fn f
                      void *userdata)
 {
     char *hi = NULL;
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     int rc = prefix_upper(&hi, prefix);
     if (rc == PS_OK)
         rc = stmt(&st, c, S_LIST);
@@ -409,7 +412,7 @@ static int sqlite_remove(ps_backend *b, const char *store, const char *key)
         return rc != PS_OK ? rc : ps__error_set(PS_EINVAL, "remove: backend is NULL");
     sqlite_backend *s = (sqlite_backend *)b;
     conn *c;
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     if ((rc = pool_acquire(&c, s)) != PS_OK)
         return rc;
     if ((rc = stmt(&st, c, S_DELETE)) == PS_OK) {
@@ -452,10 +455,11 @@ static int sqlite_quarantine_list(ps_backend *b, const char *store, const char *
                                   ps_quarantine_fn fn, void *userdata)
 {
     if (!b || !fn)
-        return ps__error_set(PS_EINVAL, "quarantine list: %s is NULL", b ? "fn" : "backend");
+        return ps__error_set(PS_EINVAL, "quarantine list: %s is NULL",
+                             b ? "fn" : "backend");
     sqlite_backend *s = (sqlite_backend *)b;
     conn *c;
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     int rc = pool_acquire(&c, s);
     if (rc != PS_OK)
         return rc;
@@ -509,39 +513,55 @@ static int journal_mode_cb(void *result, int ncols, char **values, char **names)
     return 0;
 }
 
-/* WAL (persistent in the file), then the tables, once, in a write transaction so
- * processes opening a new file together create them exactly once. */
-static int init_schema(conn *c, const char *path)
+static int schema_version(conn *c, int *out)
 {
-    int is_wal = 0, rc = PS_OK;
-    if (sqlite3_exec(c->db, "PRAGMA journal_mode=WAL", journal_mode_cb, &is_wal,
-                     NULL) != SQLITE_OK)
-        return db_error(c->db, "journal mode");
-    if (!is_wal)
-        return ps__error_set(PS_EBACKEND, "sqlite %s: cannot use WAL mode", path);
-    if ((rc = exec_stmt(c, S_BEGIN, "begin")) != PS_OK)
-        return rc;
     sqlite3_stmt *st = NULL;
-    int version = -1;
+    *out = -1;
     if (sqlite3_prepare_v2(c->db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK &&
         sqlite3_step(st) == SQLITE_ROW)
-        version = sqlite3_column_int(st, 0);
+        *out = sqlite3_column_int(st, 0);
     sqlite3_finalize(st);
-    if (version < 0)
-        rc = db_error(c->db, "schema version");
-    else if (version > SCHEMA_VERSION)
+    return *out < 0 ? db_error(c->db, "schema version") : PS_OK;
+}
+
+/* Creates the tables in a write transaction, re-checking the version inside it, so
+ * processes opening a new file together create them exactly once. */
+static int create_schema(conn *c, const char *path)
+{
+    int version, rc = exec_stmt(c, S_BEGIN, "begin");
+    if (rc != PS_OK)
+        return rc;
+    rc = schema_version(c, &version);
+    if (rc == PS_OK && version > SCHEMA_VERSION)
         rc = ps__error_set(PS_EBACKEND, "sqlite %s: schema version %d is newer than "
                                         "this library's (%d)", path, version,
                            SCHEMA_VERSION);
-    else if (version == 0 &&
+    else if (rc == PS_OK && version == 0 &&
              (sqlite3_exec(c->db, SCHEMA_SQL, NULL, NULL, NULL) != SQLITE_OK ||
-              sqlite3_exec(c->db, "PRAGMA user_version=1", NULL, NULL, NULL) != SQLITE_OK))
+              sqlite3_exec(c->db, "PRAGMA user_version=" STRINGIFY(SCHEMA_VERSION), NULL,
+                           NULL, NULL)))
         rc = db_error(c->db, "create schema");
     if (rc == PS_OK)
         rc = exec_stmt(c, S_COMMIT, "commit");
     if (rc != PS_OK)
         sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
     return rc;
+}
+
+/* WAL (persistent in the file), then the schema. An existing file of our version is
+ * only read, so opening never waits behind another process's write. */
+static int init_schema(conn *c, const char *path)
+{
+    int is_wal = 0, version;
+    if (sqlite3_exec(c->db, "PRAGMA journal_mode=WAL", journal_mode_cb, &is_wal,
+                     NULL) != SQLITE_OK)
+        return db_error(c->db, "journal mode");
+    if (!is_wal)
+        return ps__error_set(PS_EBACKEND, "sqlite %s: cannot use WAL mode", path);
+    int rc = schema_version(c, &version);
+    if (rc != PS_OK || version == SCHEMA_VERSION)
+        return rc;
+    return create_schema(c, path);
 }
 
 static void set_members(sqlite_backend *s)
