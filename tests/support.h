@@ -159,106 +159,6 @@ static json_t *test_stored_doc(const char *url, const char *store, const char *k
     return doc;
 }
 
-/* ---- additions: configurable services and a borrowed (shared) backend ---------- */
-
-/* Fills @p config as test_service does (virtual clock, session tag), so a test can
- * change other settings before test_service_new. */
-static void test_service_config(ps_config *config, const char *url, int64_t place,
-                                const char *job)
-{
-    ps_config_init(config);
-    config->store_url = url;
-    config->place_id = place;
-    config->job_id = job;
-    config->clock = test_clock_now;
-    config->sleep = test_clock_sleep;
-    config->clock_userdata = &g_clock;
-}
-
-/* A service from @p config; with @p rec, records its signals as test_service does. */
-static ps_service *test_service_new(const ps_config *config, test_recorder *rec)
-{
-    ps_service *s = NULL;
-    PS_ASSERT_OK(ps_service_new(&s, config));
-    if (rec) {
-        memset(rec, 0, sizeof *rec);
-        rec->host = pthread_self();
-        PS_ASSERT_OK(ps_service_issue_signal_connect(NULL, s, rec_issue, rec, NULL));
-        PS_ASSERT_OK(ps_service_corruption_signal_connect(NULL, s, rec_corruption, rec,
-                                                          NULL));
-        PS_ASSERT_OK(ps_service_critical_state_signal_connect(NULL, s, rec_critical, rec,
-                                                              NULL));
-    }
-    return s;
-}
-
-/* A backend that forwards to @p inner and, when freed, frees only itself: several
- * services (and the test's own reads) can then share one in-process store, e.g. one
- * "memory:" backend. @p inner must outlive every borrower. */
-typedef struct test_borrowed_backend {
-    ps_backend parent;
-    ps_backend *inner;
-} test_borrowed_backend;
-
-static ps_backend *test_borrowed_inner(ps_backend *b)
-{
-    return ((test_borrowed_backend *)b)->inner;
-}
-
-static int tbb_get(ps_bytes *out, ps_backend *b, const char *store, const char *key)
-{
-    ps_backend *in = test_borrowed_inner(b);
-    return in->get(out, in, store, key);
-}
-
-static int tbb_update(ps_backend *b, const char *store, const char *key,
-                      ps_transform_fn transform, void *userdata)
-{
-    ps_backend *in = test_borrowed_inner(b);
-    return in->update(in, store, key, transform, userdata);
-}
-
-static int tbb_list(ps_backend *b, const char *store, const char *prefix, ps_key_fn fn,
-                    void *userdata)
-{
-    ps_backend *in = test_borrowed_inner(b);
-    return in->list(in, store, prefix, fn, userdata);
-}
-
-static int tbb_remove(ps_backend *b, const char *store, const char *key)
-{
-    ps_backend *in = test_borrowed_inner(b);
-    return in->remove(in, store, key);
-}
-
-static int tbb_quarantine_list(ps_backend *b, const char *store, const char *key,
-                               ps_quarantine_fn fn, void *userdata)
-{
-    ps_backend *in = test_borrowed_inner(b);
-    return in->quarantine_list(in, store, key, fn, userdata);
-}
-
-static void tbb_free(ps_backend *b)
-{
-    free(b);
-}
-
-static ps_backend *test_backend_borrow(ps_backend *inner)
-{
-    test_borrowed_backend *t = calloc(1, sizeof *t);
-    PS_ASSERT(t != NULL);
-    PS_ASSERT_OK(ps_backend_init(&t->parent, inner->version));
-    t->inner = inner;
-    t->parent.get = tbb_get;
-    t->parent.update = tbb_update;
-    t->parent.free = tbb_free;
-    /* Optional members only where the inner backend has them. */
-    t->parent.list = inner->list ? tbb_list : NULL;
-    t->parent.remove = inner->remove ? tbb_remove : NULL;
-    t->parent.quarantine_list = inner->quarantine_list ? tbb_quarantine_list : NULL;
-    return &t->parent;
-}
-
 #endif /* PS_TEST_SUPPORT_H */
 
 /* The URL under test (argv[1]); an sqlite file is removed first so runs start clean.
@@ -294,4 +194,114 @@ static const char *test_store_name(const char *base)
     char *name = names[next++ % 64];
     snprintf(name, 64, "%s-%ld", base, (long)getpid());
     return name;
+}
+
+/* ---- added for test_profile.c / test_service.c ------------------------------------- */
+
+/* Connects @p rec to the three service signals (as test_service does). */
+static void test_recorder_connect(ps_service *s, test_recorder *rec)
+{
+    memset(rec, 0, sizeof *rec);
+    rec->host = pthread_self();
+    PS_ASSERT_OK(ps_service_issue_signal_connect(NULL, s, rec_issue, rec, NULL));
+    PS_ASSERT_OK(ps_service_corruption_signal_connect(NULL, s, rec_corruption, rec, NULL));
+    PS_ASSERT_OK(ps_service_critical_state_signal_connect(NULL, s, rec_critical, rec,
+                                                          NULL));
+}
+
+/* Defaults on @p url with the virtual clock and the given session tag; the caller may
+ * change anything (backend, limits) before test_service_from. */
+static void test_config(ps_config *config, const char *url, int64_t place, const char *job)
+{
+    ps_config_init(config);
+    config->store_url = url;
+    config->place_id = place;
+    config->job_id = job;
+    config->clock = test_clock_now;
+    config->sleep = test_clock_sleep;
+    config->clock_userdata = &g_clock;
+}
+
+/* A service from a config made by test_config; @p rec (may be NULL) is connected. */
+static ps_service *test_service_from(const ps_config *config, test_recorder *rec)
+{
+    ps_service *s = NULL;
+    PS_ASSERT_OK(ps_service_new(&s, config));
+    if (rec)
+        test_recorder_connect(s, rec);
+    return s;
+}
+
+static int test_raw_put_transform(ps_write *out, const ps_bytes *current, void *ud)
+{
+    (void)current;
+    const char *text = ud;
+    return ps_bytes_set(&out->doc, text, strlen(text));
+}
+
+/* Stores @p text as the raw value of a key through a fresh backend handle. */
+static void test_raw_put(const char *url, const char *store, const char *key,
+                         const char *text)
+{
+    ps_backend *b = NULL;
+    PS_ASSERT_OK(ps_backend_open(&b, url));
+    PS_ASSERT_OK(b->update(b, store, key, test_raw_put_transform, (void *)text));
+    ps_backend_free(b);
+}
+
+/* The raw stored bytes of a key (malloc'd, caller frees), or NULL when absent. */
+static char *test_raw_get(const char *url, const char *store, const char *key)
+{
+    ps_backend *b = NULL;
+    PS_ASSERT_OK(ps_backend_open(&b, url));
+    ps_bytes bytes = {NULL, 0};
+    int rc = b->get(&bytes, b, store, key);
+    if (rc != PS_OK)
+        PS_ASSERT_EQ(rc, PS_ENOTFOUND);
+    ps_backend_free(b);
+    return rc == PS_OK ? bytes.data : NULL;
+}
+
+/* Nonzero when two backend handles opened on @p url see one store (sqlite files and
+ * memory:NAME do; a bare memory: does not): only then can a test read what a service
+ * stored, or run two services on one store. */
+static int test_url_shares_store(const char *url)
+{
+    char key[64];
+    snprintf(key, sizeof key, "probe-%ld", (long)getpid());
+    ps_backend *a = NULL, *b = NULL;
+    PS_ASSERT_OK(ps_backend_open(&a, url));
+    PS_ASSERT_OK(ps_backend_open(&b, url));
+    PS_ASSERT_OK(a->update(a, "__share_probe", key, test_raw_put_transform, (void *)"{}"));
+    ps_bytes bytes = {NULL, 0};
+    int shared = b->get(&bytes, b, "__share_probe", key) == PS_OK;
+    ps_bytes_dispose(&bytes);
+    if (a->remove)
+        a->remove(a, "__share_probe", key);
+    ps_backend_free(a);
+    ps_backend_free(b);
+    return shared;
+}
+
+/* A JSON file of the source tree (path relative to tests/), parsed; new reference. */
+static json_t *test_load_fixture(const char *relative)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tests/%s", PS_SOURCE_DIR, relative);
+    json_error_t error;
+    json_t *doc = json_load_file(path, 0, &error);
+    if (!doc)
+        PS_FAIL("cannot load %s: %s", path, error.text);
+    return doc;
+}
+
+/* Ticks without moving the virtual clock until *flag, waiting a little for the
+ * workers between ticks (at most about @p max_ms of real time). */
+static void test_settle_until(ps_service *s, const int *flag, int max_ms)
+{
+    for (int i = 0; i < max_ms * 5 && !*flag; i++) {
+        PS_ASSERT_OK(ps_service_update(s));
+        if (!*flag)
+            usleep(200);
+    }
 }

@@ -24,11 +24,13 @@
  * re-checks its WHERE on the newest committed row (PostgreSQL's EvalPlanQual), so
  * exactly one writer matches a given version and every other one sees 0 rows. A new
  * key is written with INSERT … ON CONFLICT (store, key) DO NOTHING, where the unique
- * index lets one inserter win. 0 rows means conflict: read again and retry (bounded,
- * then PS_ECONFLICT). Stricter levels (REPEATABLE READ, SERIALIZABLE — the default
- * of some PG-wire distributed engines) are safe too: the loser then gets SQLSTATE
- * 40001, which is handled as a conflict. Only plain SQL is used: no PL/pgSQL, no
- * server functions beyond random() and pg_advisory_xact_lock (schema setup only).
+ * index lets one inserter win. 0 rows means conflict: the shared loop of backend.c
+ * (ps__backend_cas) reads again and retries, with backoff, up to
+ * PS__UPDATE_MAX_ATTEMPTS times, then returns PS_ECONFLICT. Stricter levels
+ * (REPEATABLE READ, SERIALIZABLE — the default of some PG-wire distributed engines)
+ * are safe too: the loser then gets SQLSTATE 40001, which is handled as a conflict.
+ * Only plain SQL is used: no PL/pgSQL, no server functions beyond random() and
+ * pg_advisory_xact_lock (schema setup only).
  *
  * Quarantine: when the transform asks to keep the current bytes aside, the CAS and
  * the quarantine insert are ONE statement (a data-modifying CTE), hence atomic and
@@ -46,10 +48,12 @@
  * Pool and timeouts: a fixed array of connections, borrowed under a mutex + condvar.
  * A connection is opened on first borrow; one that broke (CONNECTION_BAD, a
  * connection-class SQLSTATE, or no reply in time) is PQreset on its next borrow, and
- * a read that fails on a stale connection is retried once on a fresh one (writes are
- * not: their outcome is unknown). Every statement runs non-blocking against a client
- * deadline of statement_timeout + 5 s, so even a frozen server that keeps TCP alive
- * cannot hang a worker: the connection is then marked broken.
+ * a read that fails on a stale connection is retried once on a fresh one. A write
+ * is never retried here: when the connection drops after it was sent, it may or may
+ * not have committed, and update returns PS_EBACKEND. Every statement runs
+ * non-blocking against a client deadline of statement_timeout + 5 s, so even a frozen
+ * server that keeps TCP alive cannot hang a worker: the connection is then marked
+ * broken and reset.
  *
  * Messages never contain the password or the URL: they name host:port/db, and any
  * text from libpq is scrubbed of the password before it is recorded.
@@ -178,16 +182,20 @@ static void scrub(char *s, const char *secret)
 static int fail_code(pg_backend *b, int code, const char *what, const char *detail)
 {
     char text[400];
-    snprintf(text, sizeof text, "%s", detail ? detail : "");
-    for (char *p = text; *p; p++)
-        if (*p == '\n' || *p == '\r' || *p == '\t')
-            *p = ' ';
-    for (size_t n = strlen(text); n > 0 && text[n - 1] == ' '; n--)
-        text[n - 1] = '\0';
+    size_t n = 0;
+    /* libpq's messages span lines ("…failed: FATAL:  …\n\tIs the server…"). */
+    for (const char *p = detail ? detail : ""; *p && n < sizeof text - 1; p++) {
+        int space = *p == ' ' || *p == '\n' || *p == '\r' || *p == '\t';
+        if (!space || (n > 0 && text[n - 1] != ' '))
+            text[n++] = space ? ' ' : *p;
+    }
+    while (n > 0 && text[n - 1] == ' ')
+        n--;
+    text[n] = '\0';
     scrub(text, b->secret[0]);
     scrub(text, b->secret[1]);
-    return ps__error_set(code, "postgres %s: %s%s%s", b->where, what,
-                         text[0] ? ": " : "", text);
+    return ps__error_set(code, "postgres%s%s: %s%s%s", b->where[0] ? " " : "",
+                         b->where, what, text[0] ? ": " : "", text);
 }
 
 static int fail(pg_backend *b, const char *what, const char *detail)
@@ -198,7 +206,8 @@ static int fail(pg_backend *b, const char *what, const char *detail)
 /* Connection failures: the SQLSTATE classes after which the session is gone. */
 static int is_connection_error(const char *sqlstate)
 {
-    return sqlstate && (strncmp(sqlstate, "08", 2) == 0 || strncmp(sqlstate, "57P", 3) == 0);
+    return sqlstate &&
+           (strncmp(sqlstate, "08", 2) == 0 || strncmp(sqlstate, "57P", 3) == 0);
 }
 
 /* Serialization failures and deadlocks are lost races, like a CAS miss. */
@@ -512,8 +521,9 @@ static int migrate(pg_backend *b, pg_conn *c)
     PQclear(r);
     if (!rc && have > PG_SCHEMA_VERSION) {
         char detail[96];
-        snprintf(detail, sizeof detail, "database schema version %d, this library knows %d",
-                 have, PG_SCHEMA_VERSION);
+        snprintf(detail, sizeof detail,
+                 "database schema version %d, this library knows %d", have,
+                 PG_SCHEMA_VERSION);
         rc = fail(b, "schema is newer than this library", detail);
     }
     for (int v = have + 1; !rc && v <= PG_SCHEMA_VERSION; v++) {
@@ -561,17 +571,17 @@ static int get_impl(ps_bytes *out, ps_backend *backend, const char *store,
     int present = 0;
     int64_t version;
     if (!out)
-        return ps__error_set(PS_EINVAL, "postgres get: out is NULL");
+        return ps__error_set(PS_EINVAL, "get: out is NULL");
     memset(out, 0, sizeof *out);
     int rc = ps__backend_check_key("get", store, key);
-    if (rc)
-        return rc;
+    if (rc || !b)
+        return rc ? rc : ps__error_set(PS_EINVAL, "get: backend is NULL");
     rc = borrow(&c, b);
     if (!rc)
         rc = read_row(b, c, store, key, out, &present, &version);
     give_back(b, c);
     if (!rc && !present)
-        rc = ps__error_set(PS_ENOTFOUND, "no key \"%s\" in store \"%s\"", key, store);
+        rc = ps__error_set(PS_ENOTFOUND, "key %s/%s not found", store, key);
     return rc;
 }
 
@@ -626,8 +636,9 @@ static int update_impl(ps_backend *backend, const char *store, const char *key,
     int rc = ps__backend_check_key("update", store, key);
     if (rc)
         return rc;
-    if (!transform)
-        return ps__error_set(PS_EINVAL, "postgres update: transform is NULL");
+    if (!b || !transform)
+        return ps__error_set(PS_EINVAL, "update: %s is NULL",
+                             b ? "transform" : "backend");
     rc = borrow(&x.c, b);
     if (!rc)
         rc = ps__backend_cas(&ops, &x, store, key, transform, userdata);
@@ -642,8 +653,8 @@ static int remove_impl(ps_backend *backend, const char *store, const char *key)
     PGresult *r = NULL;
     params p = {0};
     int rc = ps__backend_check_key("remove", store, key);
-    if (rc)
-        return rc;
+    if (rc || !b)
+        return rc ? rc : ps__error_set(PS_EINVAL, "remove: backend is NULL");
     param_text(&p, store);
     param_text(&p, key);
     rc = borrow(&c, b);
@@ -651,7 +662,7 @@ static int remove_impl(ps_backend *backend, const char *store, const char *key)
         rc = run(b, c, ST_REMOVE, &p, "remove failed", &r);
     give_back(b, c);
     if (!rc && affected_rows(r) == 0)
-        rc = ps__error_set(PS_ENOTFOUND, "no key \"%s\" in store \"%s\"", key, store);
+        rc = ps__error_set(PS_ENOTFOUND, "key %s/%s not found", store, key);
     PQclear(r);
     return rc;
 }
@@ -673,8 +684,10 @@ static int list_impl(ps_backend *backend, const char *store, const char *prefix,
     pg_backend *b = (pg_backend *)backend;
     char *after = NULL;
     int rc = PS_OK, stop = 0, rows;
-    if (!store || !fn)
-        return ps__error_set(PS_EINVAL, "postgres list: NULL argument");
+    if (!b || !store || !*store || !fn)
+        return ps__error_set(PS_EINVAL, "list: %s", !b ? "backend is NULL"
+                             : !store ? "store name is NULL"
+                             : !*store ? "store name is empty" : "fn is NULL");
     do {
         PGresult *r = NULL;
         params p = {0};
@@ -701,8 +714,9 @@ static int quarantine_list_impl(ps_backend *backend, const char *store, const ch
     pg_backend *b = (pg_backend *)backend;
     char after[24] = "0";
     int rc = PS_OK, stop = 0, rows;
-    if (!fn)
-        return ps__error_set(PS_EINVAL, "postgres quarantine_list: NULL callback");
+    if (!b || !fn)
+        return ps__error_set(PS_EINVAL, "quarantine list: %s is NULL",
+                             b ? "fn" : "backend");
     do {
         PGresult *r = NULL;
         params p = {0};
@@ -887,13 +901,13 @@ int ps__postgres_backend_open(ps_backend **out, const char *conninfo)
     pg_backend *b;
     int rc;
     if (!out || !conninfo)
-        return ps__error_set(PS_EINVAL, "postgres: NULL argument");
+        return ps__error_set(PS_EINVAL, "postgres open: %s is NULL",
+                             out ? "url" : "out");
     *out = NULL;
     if (!(b = calloc(1, sizeof *b)))
         return ps__error_oom();
     pthread_mutex_init(&b->mutex, NULL);
     pthread_cond_init(&b->idle_cond, NULL);
-    snprintf(b->where, sizeof b->where, "(url)");
     b->size = PG_DEFAULT_POOL;
     b->statement_timeout_ms = PG_DEFAULT_STATEMENT_TIMEOUT_MS;
     b->secret[1] = raw_password(conninfo);
