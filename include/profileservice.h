@@ -100,7 +100,8 @@ typedef void (*ps_sleep_fn)(double seconds, void *userdata);
 typedef struct ps_config {
     unsigned int version;    /**< PS_CONFIG_VERSION */
     const char *store_url;   /**< "sqlite:PATH", "memory:", "postgres://…";
-                                  default "sqlite:profiles.db" */
+                                  NULL → $PROFILESERVICE_STORE, else
+                                  "sqlite:profiles.db" */
     ps_backend *backend;     /**< optional, overrides store_url; the service takes it
                                   and calls its free exactly once, even on failure */
     int64_t place_id;        /**< first element of the session tag; default 0 */
@@ -484,7 +485,10 @@ PS_EXTERN int ps_global_updates_clear_locked_update(ps_global_updates *global_up
 /**
  * GlobalUpdates:AddActiveUpdate(update_data), inside an update handler only.
  * @param update_data borrowed; an object or an array.
- * @param[out] out_id the new update's id (may be NULL).
+ * @param[out] out_id the new update's id as this handler run sees it (may be NULL).
+ *        When another server adds an update between the read and the write, the
+ *        ids this run added are renumbered after it; the call's result holds the
+ *        final ids.
  * @return PS_OK; PS_EINVAL (outside a handler; data not an object/array).
  */
 PS_EXTERN int ps_global_updates_add_active_update(ps_global_updates *global_updates,

@@ -57,6 +57,8 @@ typedef struct lps_state {
 
     lps_wlist pending, ready; /* coroutines waiting on an async call */
     lps_profile *profiles;    /* wrapped loaded profiles, for the MetaData refresh */
+    ps_profile **deferred;    /* handles collected inside a callback, freed later */
+    size_t deferred_count, deferred_cap;
 } lps_state;
 
 /* Profile userdata. Data and MetaData are Lua tables kept in the registry; the
@@ -101,8 +103,12 @@ void lps__record_attach(lps_record *record, ps_connection *connection);
 /* Calls the record's Lua function with the pushed arguments (a listener). */
 void lps__record_call(lps_record *record, const char *what,
                       int (*push)(lua_State *L, void *arg), void *arg);
-/* Raises a Lua error with ps_error_last()'s message, prefixed with @p what. */
-int lps__raise_last(lua_State *L, const char *what);
+/* Raises a Lua error with ps_error_last()'s message. */
+int lps__raise_last(lua_State *L);
+/* Frees a profile handle now, or later when inside a callback (a collected
+ * userdata's __gc can run in the middle of a library call). */
+void lps__free_profile(lps_state *st, ps_profile *p);
+void lps__free_deferred(lps_state *st);
 
 /* ---- convert.c ------------------------------------------------------------------ */
 
@@ -135,14 +141,14 @@ int lps__resume_one(lua_State *L, lps_state *st);
 void lps__profile_open(lua_State *L, lps_state *st);
 /* Pushes a Profile userdata owning @p p (loaded or view). Raises on memory errors;
  * @p p is then freed. */
-void lps__push_profile(lua_State *L, lps_state *st, ps_profile *p);
+void lps__push_profile(lua_State *L, lps_state *st, ps_profile *p, int is_view);
 /* Pushes a read-only GlobalUpdates userdata owning @p gu. */
 void lps__push_result_gu(lua_State *L, lps_state *st, ps_global_updates *gu);
 /* Pushes a GlobalUpdates userdata for an update handler; invalid after the handler. */
 void *lps__push_handler_gu(lua_State *L, lps_state *st, ps_global_updates *gu);
 void lps__invalidate_gu(void *handler_gu);
-/* Copies Data and MetaTags of every wrapped active profile into the C profiles.
- * @return 0, or -1 with a message (the first failure) in err. */
+/* Copies what the library now says about each wrapped profile (SessionLoadCount,
+ * ActiveSession, MetaTagsLatest, …) into its Lua MetaData table. */
 void lps__refresh_all_meta(lps_state *st);
 /* Copies a profile's Lua Data and MetaTags into the C profile. @return 0 or -1
  * (message in err). */

@@ -129,7 +129,11 @@ static int open_backend(ps_service *s, const ps_config *config)
         s->backend = config->backend;
         return ps_backend_check(s->backend);
     }
-    const char *url = config->store_url ? config->store_url : DEFAULT_STORE_URL;
+    const char *url = config->store_url;
+    if (!url)
+        url = getenv("PROFILESERVICE_STORE");
+    if (!url || !*url)
+        url = DEFAULT_STORE_URL;
     s->store_url = strdup(url);
     if (!s->store_url)
         return ps__error_oom();

@@ -195,7 +195,7 @@ static void run_owner(int finish_fd, int index)
     ps_profile_store *store = gift_store(s);
     owner o = {index, NULL, 0, 0};
     int rc;
-    while ((rc = ps_store_load_profile(&o.profile, store, GIFT_KEY, NULL, NULL)) != PS_OK) {
+    while ((rc = ps_store_load_profile(&o.profile, store, GIFT_KEY, NULL, NULL))) {
         fprintf(stderr, "owner %d: load: %s %s\n", index, ps_status_name(rc),
                 ps_error_last()->message);
         usleep(50000);
@@ -302,9 +302,11 @@ static void check_final_document(int ok, int kills, int owners)
     PS_ASSERT_EQ(json_array_size(applied), ok);
     for (size_t i = 0; i < json_array_size(applied); i++)
         for (size_t j = i + 1; j < json_array_size(applied); j++)
-            PS_ASSERT(!json_equal(json_array_get(applied, i), json_array_get(applied, j)));
+            PS_ASSERT(json_integer_value(json_array_get(applied, i)) !=
+                      json_integer_value(json_array_get(applied, j)));
     PS_ASSERT_EQ(json_array_size(json_array_get(gu, 1)), 0);
-    PS_ASSERT_EQ(json_integer_value(json_array_get(gu, 0)), ok); /* no failed call landed */
+    /* Every id was issued by a call that succeeded: no failed call landed. */
+    PS_ASSERT_EQ(json_integer_value(json_array_get(gu, 0)), ok);
     PS_ASSERT(json_object_get(meta, "ActiveSession") == NULL);
     json_decref(doc);
 }
@@ -322,6 +324,11 @@ int main(int argc, char **argv)
     printf("seed %u (rerun: test_gift_crash URL %u %d)\n", seed, seed, gifts);
     g_store_name = test_store_name("GiftCrash");
     double t0 = now_seconds();
+    /* Create the store before the processes start together: this test is about gifts,
+     * not about opening a fresh file concurrently (test_sqlite_open_race.c). */
+    ps_backend *b = NULL;
+    PS_ASSERT_OK(ps_backend_open(&b, g_url));
+    ps_backend_free(b);
 
     int result_fds[2], finish_fds[2], stats_fds[2];
     PS_ASSERT(pipe(result_fds) == 0 && pipe(finish_fds) == 0 && pipe(stats_fds) == 0);

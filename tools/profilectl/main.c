@@ -13,8 +13,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-static const char GLOBAL_USAGE[] =
-    "usage: profilectl [--store URL] COMMAND [ARGS...]\n";
+static const char GLOBAL_USAGE[] = "usage: profilectl [--store URL] COMMAND [ARGS...]\n";
 
 static const char GLOBAL_HELP[] =
     "Inspect and repair a profileservice store: the profiles that ProfileStore\n"
@@ -109,7 +108,7 @@ static const ctl_command COMMANDS[] = {
      "Writes the documents of STORE (or only KEY) to stdout as JSON lines, one line\n"
      "per key, in key order:\n"
      "\n"
-     "  {\"store\":\"PlayerData\",\"key\":\"Player_2261\",\"value\":{\"Data\":{...},...}}\n"
+     "  {\"store\":\"PlayerData\",\"key\":\"Player_2261\",\"value\":{\"Data\":...}}\n"
      "\n"
      "\"value\" is the stored document in ProfileService's layout, encoded as the\n"
      "library stores it (compact, sorted keys, UTF-8). Each line is what a Roblox\n"
@@ -364,6 +363,9 @@ int ctl_open(ctl *c, int may_create)
                                               "store)"
                                             : strerror(errno));
     }
+    if (strncmp(c->url, "memory:", 7) == 0)
+        ctl_warn(c, "a memory: store lives inside one process: this one is new and "
+                    "empty, and is gone when profilectl exits");
     if (ps_backend_open(&c->backend, c->url) != PS_OK) {
         const ps_error *e = ps_error_last();
         fflush(stdout);

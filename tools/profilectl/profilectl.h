@@ -34,10 +34,10 @@ typedef struct ctl_command ctl_command;
 
 /* The run of one command. */
 typedef struct ctl {
-    const char *url;          /* the store URL (never printed as is: see url_shown) */
-    char url_shown[512];      /* the URL with any password masked */
-    const ctl_command *cmd;   /* the command running, for messages and help */
-    ps_backend *backend;      /* opened by ctl_open; freed by main */
+    const char *url;        /* the store URL (never printed as is: see url_shown) */
+    char url_shown[512];    /* the URL with any password masked */
+    const ctl_command *cmd; /* the command running, for messages and help */
+    ps_backend *backend;    /* opened by ctl_open; freed by main */
 } ctl;
 
 /* A command: "quarantine" has subcommands of its own, dispatched by its run. */

@@ -237,10 +237,10 @@ static int restore_transform(ps_write *out, const ps_bytes *current, void *userd
         return PS_OK; /* nothing to write */
     json_t *doc = NULL;
     ps_doc_report report;
-    if (current && ps__document_decode(&doc, &report, current->data, current->len) ==
-                       PS_OK) {
-        const json_t *owner = json_object_get(json_object_get(doc, "MetaData"),
-                                              "ActiveSession");
+    if (current &&
+        ps__document_decode(&doc, &report, current->data, current->len) == PS_OK) {
+        const json_t *owner =
+            json_object_get(json_object_get(doc, "MetaData"), "ActiveSession");
         if (owner)
             ctl_format_session(r->owner, sizeof r->owner, owner);
     }
@@ -262,28 +262,35 @@ static int restore_report(ctl *c, const qcopy *q, const restore_ctx *r)
     int64_t kept = 0;
     if (r->same) {
         printf("\"%s\" in store \"%s\" already holds quarantine entry %" PRId64
-               "; nothing changed\n", q->key, q->store, q->id);
+               "; nothing changed\n",
+               q->key, q->store, q->id);
         return CTL_OK;
     }
     if (r->owner[0])
-        ctl_warn(c, "the replaced document showed an ActiveSession (%s): that server "
-                    "loses the profile on its next save", r->owner);
+        ctl_warn(c,
+                 "the replaced document showed an ActiveSession (%s): that server "
+                 "loses the profile on its next save",
+                 r->owner);
     json_t *doc = NULL;
     ps_doc_report report;
     if (ps__document_decode(&doc, &report, q->doc.data, q->doc.len) == PS_OK &&
         report.bad)
-        ctl_warn(c, "the restored document is still corrupt (%s): the next load will "
-                    "repair it and quarantine it again", report.what);
+        ctl_warn(c,
+                 "the restored document is still corrupt (%s): the next load will "
+                 "repair it and quarantine it again",
+                 report.what);
     json_decref(doc);
     if (r->had_current &&
         c->backend->quarantine_list(c->backend, q->store, q->key, newest_entry, &kept) ==
             PS_OK &&
         kept > 0)
-        ctl_warn(c, "this replaced the current document of \"%s\"; it is kept as "
-                    "quarantine entry %" PRId64 " (restore that entry to undo)",
+        ctl_warn(c,
+                 "this replaced the current document of \"%s\"; it is kept as "
+                 "quarantine entry %" PRId64 " (restore that entry to undo)",
                  q->key, kept);
     printf("restored quarantine entry %" PRId64 " as the value of \"%s\" in store "
-           "\"%s\"\n", q->id, q->key, q->store);
+           "\"%s\"\n",
+           q->id, q->key, q->store);
     return CTL_OK;
 }
 
@@ -299,8 +306,10 @@ static int quarantine_restore(ctl *c, int argc, char **argv)
     if (rc == CTL_OK)
         rc = parse_id(c, &id, pos[0]);
     if (rc == CTL_OK && !yes)
-        rc = ctl_usage(c, "refusing to restore entry %s without --yes: it replaces the "
-                          "key's current document", pos[0]);
+        rc = ctl_usage(c,
+                       "refusing to restore entry %s without --yes: it replaces the "
+                       "key's current document",
+                       pos[0]);
     if (rc == CTL_OK)
         rc = find_entry(c, &q, id);
     if (rc == CTL_OK) {

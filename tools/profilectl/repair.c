@@ -54,14 +54,13 @@ static void gift_corruption(const char *store, const char *key, void *ud)
  * another writer added one between the handler's read and our write.) */
 static int64_t added_id(ps_global_updates *result)
 {
-    json_t *active = NULL, *pair;
+    json_t *active = NULL;
     int64_t id = 0;
-    size_t i;
     if (ps_global_updates_get_active_updates(&active, result) != PS_OK)
         return 0;
-    json_array_foreach(active, i, pair) {
+    for (size_t i = 0; i < json_array_size(active); i++) {
         int64_t v = 0;
-        if (ps__json_get_int(json_array_get(pair, 0), &v) && v > id)
+        if (ps__json_get_int(json_array_get(json_array_get(active, i), 0), &v) && v > id)
             id = v;
     }
     json_decref(active);
@@ -95,9 +94,11 @@ static int gift_run(ctl *c, gift_ctx *g, const char *store_name, const char *key
         goto done;
     }
     if (g->corrupted)
-        ctl_warn(c, "the stored document of \"%s\" was corrupt: the gift replaced it "
-                    "with its global updates only; the original is in the quarantine "
-                    "(profilectl quarantine list %s %s)", key, store_name, key);
+        ctl_warn(c,
+                 "the stored document of \"%s\" was corrupt: the gift replaced it "
+                 "with its global updates only; the original is in the quarantine "
+                 "(profilectl quarantine list %s %s)",
+                 key, store_name, key);
     printf("%lld\n", (long long)added_id(result));
     rc = CTL_OK;
 done:
@@ -116,7 +117,7 @@ int ctl_gift(ctl *c, int argc, char **argv)
         rc = check_store_key(c, pos);
     if (rc != CTL_OK)
         return rc;
-    gift_ctx g = {c, json_loads(pos[2], JSON_REJECT_DUPLICATES, &jerr), 0};
+    gift_ctx g = {c, json_loads(pos[2], CTL_DECODE_FLAGS, &jerr), 0};
     if (!g.data)
         rc = ctl_usage(c, "JSON is not valid json: %s (byte %d)", jerr.text,
                        jerr.position);
@@ -147,8 +148,10 @@ static void warn_if_owned(ctl *c, const ps_bytes *bytes, const char *key)
         ctl_format_session(session, sizeof session, owner);
         if (json_is_number(last))
             ctl_format_age(age, sizeof age, json_number_value(last), ctl_now());
-        ctl_warn(c, "\"%s\" shows an ActiveSession (%s, last update %s): that server "
-                    "will fail its next save and lose the profile", key, session, age);
+        ctl_warn(c,
+                 "\"%s\" shows an ActiveSession (%s, last update %s): that server "
+                 "will fail its next save and lose the profile",
+                 key, session, age);
     }
     json_decref(doc);
 }
@@ -189,9 +192,9 @@ int ctl_wipe(ctl *c, int argc, char **argv)
 typedef struct unlock_ctx {
     double now, dead_after;
     int force;
-    int changed;   /* out: the write removes a session field */
-    int alive;     /* out: the owner looks alive (or cannot tell) */
-    char owner[256], requester[256], age[32];
+    int changed; /* out: the write removes a session field */
+    int alive;   /* out: the owner looks alive (or cannot tell) */
+    char owner[256], requester[256], age[40];
 } unlock_ctx;
 
 /* Is the owner of @p meta alive? Like the library's dead-lock rule: dead once its
@@ -199,7 +202,7 @@ typedef struct unlock_ctx {
 static int owner_alive(unlock_ctx *u, const json_t *meta)
 {
     const json_t *last = json_object_get(meta, "LastUpdate");
-    snprintf(u->age, sizeof u->age, "no LastUpdate");
+    snprintf(u->age, sizeof u->age, "unknown (no LastUpdate)");
     if (!json_is_number(last))
         return 1;
     ctl_format_age(u->age, sizeof u->age, json_number_value(last), u->now);
@@ -223,8 +226,9 @@ static int unlock_transform(ps_write *out, const ps_bytes *current, void *userda
     int has_requester = requester && !json_is_null(requester);
     int rc = PS_OK;
     if (!json_is_object(meta))
-        rc = ps_error_set(PS_ECORRUPT, "%s", doc ? "the document has no MetaData object"
-                                                 : "the stored value is not json");
+        rc = ps_error_set(PS_ECORRUPT, "%s",
+                          doc ? "the document has no MetaData object"
+                              : "the stored value is not json");
     if (rc == PS_OK && has_owner) {
         ctl_format_session(u->owner, sizeof u->owner, owner);
         u->alive = owner_alive(u, meta);
@@ -253,8 +257,10 @@ static int unlock_report(ctl *c, const unlock_ctx *u, const char **pos)
         return CTL_OK;
     }
     if (u->owner[0] && u->alive)
-        ctl_warn(c, "the owner (%s, last update %s) looked alive: if it is, it loses "
-                    "the profile on its next save", u->owner, u->age);
+        ctl_warn(c,
+                 "the owner (%s, last update %s) looked alive: if it is, it loses "
+                 "the profile on its next save",
+                 u->owner, u->age);
     printf("unlocked \"%s\" in store \"%s\"", pos[1], pos[0]);
     if (u->owner[0])
         printf("; removed ActiveSession (%s)", u->owner);
@@ -301,10 +307,11 @@ int ctl_unlock(ctl *c, int argc, char **argv)
     if (st == PS_ENOTFOUND)
         return ctl_fail(c, "no profile \"%s\" in store \"%s\"", pos[1], pos[0]);
     if (st == PS_ELOCKED)
-        return ctl_fail(c, "refusing: the owner (%s) of \"%s\" looks alive (last update "
-                           "%s, threshold %.0f s); unlocking would make it lose the "
-                           "profile on its next save. Use --force to unlock anyway",
-                        u.owner, pos[1], u.age, u.dead_after);
+        return ctl_fail(c,
+                        "refusing: the owner of \"%s\" (%s) looks alive: last update "
+                        "%s, dead-lock threshold %.0f s. Unlocking would make it lose "
+                        "the profile on its next save; use --force to unlock anyway",
+                        pos[1], u.owner, u.age, u.dead_after);
     if (st == PS_ECORRUPT)
         return ctl_fail(c, "\"%s\" in store \"%s\" is corrupt: %s", pos[1], pos[0],
                         ps_error_last()->message);

@@ -98,7 +98,6 @@ static void print_meta(const json_t *meta, double now)
                                         "ActiveSession",     "ForceLoadSession",
                                         "LastUpdate",        "MetaTags"};
     const size_t nknown = sizeof known / sizeof known[0];
-    const char *name;
     json_t *value;
     if (!meta) {
         printf("%-*snone\n", LABEL_WIDTH, "MetaData");
@@ -108,12 +107,14 @@ static void print_meta(const json_t *meta, double now)
     for (size_t i = 0; i < nknown; i++)
         if ((value = json_object_get(meta, known[i])) != NULL)
             print_meta_field(known[i], value, now);
-    json_object_foreach((json_t *)meta, name, value) {
+    for (void *it = json_object_iter((json_t *)meta); it;
+         it = json_object_iter_next((json_t *)meta, it)) {
+        const char *name = json_object_iter_key(it);
         size_t i = 0;
         while (i < nknown && strcmp(name, known[i]) != 0)
             i++;
         if (i == nknown)
-            print_meta_field(name, value, now);
+            print_meta_field(name, json_object_iter_value(it), now);
     }
 }
 
@@ -125,18 +126,20 @@ static void print_global_updates(const json_t *gu)
         return;
     }
     const json_t *list = json_array_get(gu, 1);
-    size_t active = 0, locked = 0, i;
-    json_t *u;
-    json_array_foreach(list, i, u)
-        json_is_true(json_array_get(u, 2)) ? locked++ : active++;
+    size_t n = json_array_size(list), locked = 0;
+    for (size_t i = 0; i < n; i++)
+        locked += json_is_true(json_array_get(json_array_get(list, i), 2));
     printf("%-*slast id %" JSON_INTEGER_FORMAT "; %zu active, %zu locked\n", LABEL_WIDTH,
-           "GlobalUpdates", json_integer_value(json_array_get(gu, 0)), active, locked);
+           "GlobalUpdates", json_integer_value(json_array_get(gu, 0)), n - locked,
+           locked);
     for (int want_locked = 0; want_locked < 2; want_locked++) {
-        json_array_foreach(list, i, u) {
+        for (size_t i = 0; i < n; i++) {
+            const json_t *u = json_array_get(list, i);
             if (json_is_true(json_array_get(u, 2)) != want_locked)
                 continue;
             char *data = ctl_dump(json_array_get(u, 3));
-            printf("  %s #%" JSON_INTEGER_FORMAT " version %" JSON_INTEGER_FORMAT ": %s\n",
+            printf("  %s #%" JSON_INTEGER_FORMAT " version %" JSON_INTEGER_FORMAT
+                   ": %s\n",
                    want_locked ? "locked" : "active",
                    json_integer_value(json_array_get(u, 0)),
                    json_integer_value(json_array_get(u, 1)), data ? data : "?");
@@ -154,7 +157,8 @@ static void print_state(const json_t *doc, const ps_doc_report *report, size_t l
     char session[256], age[32] = "no LastUpdate";
     if (report->kind == PS_DOC_MISSING) {
         printf("%-*snothing usable in the stored value (%zu bytes); a load would "
-               "start a new profile and quarantine it\n", LABEL_WIDTH, "state", len);
+               "start a new profile and quarantine it\n",
+               LABEL_WIDTH, "state", len);
     } else if (report->kind == PS_DOC_GU_ONLY) {
         printf("%-*sglobal updates only (never loaded)\n", LABEL_WIDTH, "state");
     } else if (owner) {
@@ -171,8 +175,7 @@ static void print_profile(const char *store, const char *key, const json_t *doc,
                           const ps_doc_report *report, size_t len)
 {
     double now = ctl_now();
-    const char *field;
-    json_t *value, *other = json_object();
+    json_t *other = json_object();
     printf("profile \"%s\" in store \"%s\"\n", key, store);
     if (report->bad)
         printf("corrupt: %s\n", report->what);
@@ -186,7 +189,10 @@ static void print_profile(const char *store, const char *key, const json_t *doc,
     if (data)
         print_indented(data, "  ");
     print_meta(json_object_get(doc, "MetaData"), now);
-    json_object_foreach((json_t *)doc, field, value) {
+    for (void *it = json_object_iter((json_t *)doc); it;
+         it = json_object_iter_next((json_t *)doc, it)) {
+        const char *field = json_object_iter_key(it);
+        json_t *value = json_object_iter_value(it);
         if (strcmp(field, "RobloxMetaData") == 0 || strcmp(field, "UserIds") == 0 ||
             strcmp(field, "WasCorrupted") == 0)
             print_compact(field, value);

@@ -92,8 +92,10 @@ static int export_key(ctl *c, const char *store, const char *key, int single,
     } else {
         if (ps__document_decode(&doc, &report, value, strlen(value)) == PS_OK &&
             report.bad)
-            ctl_warn(c, "\"%s\" is corrupt (%s): exported as stored, but import will "
-                        "refuse it", key, report.what);
+            ctl_warn(c,
+                     "\"%s\" is corrupt (%s): exported as stored, but import will "
+                     "refuse it",
+                     key, report.what);
         print_line(store, key, value);
     }
     json_decref(doc);
@@ -240,7 +242,8 @@ static char *line_value(import_run *r, const json_t *line, const char *key)
                             CTL_DECODE_FLAGS, &jerr);
         if (!parsed)
             return refuse(r, "key \"%s\": the value string is not json: %s", key,
-                          jerr.text), NULL;
+                          jerr.text),
+                   NULL;
         value = parsed;
     }
     char *text = ctl_dump(value);
@@ -312,8 +315,10 @@ static int write_value(import_run *r, const char *key, const char *doc)
                         ps_error_last()->message);
     static const char *const verbs[] = {"write", "replace", "leave unchanged"};
     if (w.outcome == OUT_EXISTS)
-        return refuse(r, "key \"%s\" holds a different document in \"%s\" (--replace "
-                         "overwrites it and keeps it in the quarantine)", key, r->store);
+        return refuse(r,
+                      "key \"%s\" holds a different document in \"%s\" (--replace "
+                      "overwrites it and keeps it in the quarantine)",
+                      key, r->store);
     if (r->dry_run)
         printf("line %ld: would %s \"%s\"\n", r->line, verbs[w.outcome], key);
     if (w.outcome == OUT_UNCHANGED)
@@ -393,10 +398,11 @@ int ctl_import(ctl *c, int argc, char **argv)
         if (isatty(STDIN_FILENO))
             ctl_warn(c, "reading JSON lines from the terminal (Ctrl-D ends)");
         rc = import_all(r, stdin);
-        printf("%s store \"%s\": %ld %s (%ld replaced), %ld unchanged, %ld refused\n",
-               r->dry_run ? "dry run, nothing written:" : "imported into", r->store,
-               r->written, r->dry_run ? "to write" : "written", r->replaced,
-               r->unchanged, r->refused);
+        printf("%s store \"%s\"%s: %ld %s (%ld replaced), %ld unchanged, %ld refused\n",
+               r->dry_run ? "dry run on" : "imported into", r->store,
+               r->dry_run ? ", nothing written" : "", r->written,
+               r->dry_run ? "to write" : "written", r->replaced, r->unchanged,
+               r->refused);
         if (rc == CTL_OK && r->refused)
             rc = CTL_ERROR;
     }

@@ -1,0 +1,838 @@
+/*
+ * profileservice.c — the Lua 5.4 module `profileservice`: ProfileService name for
+ * name as the seed document (API.md) spells it, plus what Roblox gives for free made
+ * explicit: Configure{…}, Update() (call it every tick, like Heartbeat) and Shutdown()
+ * (BindToClose; also run when the Lua state closes).
+ *
+ * This file holds the module state, its settings and clock, the protected calls into
+ * Lua that every callback goes through, the three service signals and connections.
+ * store.c has ProfileStore and the coroutine machinery, profile.c Profile and
+ * GlobalUpdates, convert.c the Lua ⇄ JSON mapping.
+ */
+#include "lps.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define DEFAULT_STORE "sqlite:profiles.db"
+
+/* ---- entering the binding, callbacks into Lua ------------------------------------- */
+
+lps_state *lps__enter(lua_State *L)
+{
+    lps_state *st = lua_touserdata(L, lua_upvalueindex(1));
+    st->L = L;
+    return st;
+}
+
+void lps__check_can_block(lua_State *L, lps_state *st, const char *what)
+{
+    if (st->callback_depth > 0)
+        luaL_error(L, "%s cannot be called from inside a listener or handler "
+                      "(listeners must not yield)", what);
+}
+
+int lps__raise_last(lua_State *L)
+{
+    return luaL_error(L, "%s", ps_error_last()->message);
+}
+
+void lps__report(const char *what, const char *message)
+{
+    fprintf(stderr, "[ProfileService]: error in %s: %s\n", what, message);
+    fflush(stderr);
+}
+
+static int traceback_handler(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (!msg)
+        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+static int plain_handler(lua_State *L)
+{
+    if (!lua_isstring(L, 1))
+        lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    return 1;
+}
+
+/* Every call from the library into Lua comes through here: protected (a Lua error
+ * must never longjmp across the library's frames), not yieldable, counted as a
+ * callback (blocking calls refuse inside), on the thread that entered last. */
+int lps__protect(lps_state *st, lua_CFunction fn, void *arg, char *err, size_t errlen,
+                 int traceback)
+{
+    lua_State *L = st->L;
+    if (!lua_checkstack(L, 8)) {
+        snprintf(err, errlen, "Lua stack overflow");
+        return LUA_ERRMEM;
+    }
+    int base = lua_gettop(L);
+    lua_pushcfunction(L, traceback ? traceback_handler : plain_handler);
+    lua_pushcfunction(L, fn);
+    lua_pushlightuserdata(L, arg);
+    st->callback_depth++;
+    int rc = lua_pcall(L, 1, 0, base + 1);
+    st->callback_depth--;
+    st->L = L;
+    if (rc != LUA_OK && err)
+        snprintf(err, errlen, "%s",
+                 lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "error");
+    lua_settop(L, base);
+    return rc;
+}
+
+/* ---- profile handles -------------------------------------------------------------- */
+
+void lps__free_profile(lps_state *st, ps_profile *p)
+{
+    if (st->callback_depth == 0 || st->closed) {
+        ps_profile_free(p);
+        return;
+    }
+    if (st->deferred_count == st->deferred_cap) {
+        size_t cap = st->deferred_cap ? st->deferred_cap * 2 : 16;
+        ps_profile **d = realloc(st->deferred, cap * sizeof *d);
+        if (!d)
+            return; /* leak rather than free inside the library's call */
+        st->deferred = d;
+        st->deferred_cap = cap;
+    }
+    st->deferred[st->deferred_count++] = p;
+}
+
+void lps__free_deferred(lps_state *st)
+{
+    while (st->deferred_count > 0)
+        ps_profile_free(st->deferred[--st->deferred_count]);
+}
+
+/* ---- the clock -------------------------------------------------------------------- */
+
+/* The library's clock: workers call it, so it only reads a number the host set. */
+static double clock_now(void *userdata)
+{
+    lps_state *st = userdata;
+    return atomic_load(&st->now);
+}
+
+static int call_clock(lua_State *L)
+{
+    lps_state *st = lua_touserdata(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, st->clock_ref);
+    lua_call(L, 0, 1);
+    int isnum;
+    double t = lua_tonumberx(L, -1, &isnum);
+    if (!isnum || !isfinite(t))
+        luaL_error(L, "the clock function returned %s, not a number",
+                   luaL_typename(L, -1));
+    atomic_store(&st->now, t);
+    return 0;
+}
+
+void lps__refresh_clock(lps_state *st)
+{
+    char err[LPS_MESSAGE_MAX];
+    if (st->clock_mode == CLOCK_FUNCTION &&
+        lps__protect(st, call_clock, st, err, sizeof err, 1) != LUA_OK)
+        lps__report("the clock function", err);
+}
+
+typedef struct sleep_args {
+    lps_state *st;
+    double seconds;
+} sleep_args;
+
+static int call_sleep(lua_State *L)
+{
+    sleep_args *a = lua_touserdata(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, a->st->sleep_ref);
+    lua_pushnumber(L, a->seconds);
+    lua_call(L, 1, 0);
+    return 0;
+}
+
+/* The library's sleep (blocking calls waiting for a retry): virtual time jumps; a
+ * Lua clock gets its sleep function called (or real time passes), then is re-read. */
+static void clock_sleep(double seconds, void *userdata)
+{
+    lps_state *st = userdata;
+    if (st->clock_mode == CLOCK_VIRTUAL) {
+        atomic_store(&st->now, atomic_load(&st->now) + seconds);
+        return;
+    }
+    char err[LPS_MESSAGE_MAX];
+    sleep_args a = {st, seconds};
+    if (st->sleep_ref != LUA_NOREF) {
+        if (lps__protect(st, call_sleep, &a, err, sizeof err, 1) != LUA_OK)
+            lps__report("the sleep function", err);
+    } else {
+        struct timespec ts = {(time_t)seconds,
+                              (long)((seconds - (double)(time_t)seconds) * 1e9)};
+        while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+            ;
+    }
+    lps__refresh_clock(st);
+}
+
+/* ProfileService.AdvanceClock(seconds) → now: moves the virtual clock forward. */
+static int m_advance_clock(lua_State *L)
+{
+    lps_state *st = lps__enter(L);
+    double seconds = luaL_optnumber(L, 1, 0);
+    if (st->clock_mode != CLOCK_VIRTUAL)
+        return luaL_error(L, "ProfileService.AdvanceClock needs "
+                             "ProfileService.Configure{clock = \"virtual\"}");
+    luaL_argcheck(L, seconds >= 0 && isfinite(seconds), 1, "must be >= 0");
+    atomic_store(&st->now, atomic_load(&st->now) + seconds);
+    lua_pushnumber(L, atomic_load(&st->now));
+    return 1;
+}
+
+/* ---- the three service signals ----------------------------------------------------- */
+
+typedef struct lps_sig {
+    lps_state *st;
+    lps_signal_kind kind;
+    int count;    /* entries in the listener list (uservalue 1) */
+    int emitting; /* emissions in progress: disconnects only mark */
+    int dirty;    /* a connection was disconnected during an emission */
+} lps_sig;
+
+/* Connection userdata: a listener of a service signal (Lua list) or of a profile's
+ * C signal (record). */
+typedef struct lps_conn {
+    int on_signal;       /* 1: uservalue 1 is the function, 2 the Signal */
+    int connected;
+    lps_record *record;  /* C connections: NULL once disconnected or owner freed */
+} lps_conn;
+
+struct lps_record {
+    lps_state *st;
+    int fn_ref;
+    ps_connection *connection;
+    lps_conn *conn; /* the Connection userdata, NULL once collected */
+};
+
+static const char *const signal_names[SIG_COUNT] = {"IssueSignal", "CorruptionSignal",
+                                                     "CriticalStateSignal"};
+
+static void push_signal(lua_State *L, lps_state *st, lps_signal_kind kind)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, st->signal_ref[kind]);
+}
+
+/* Drops disconnected listeners from the list (not during an emission). */
+static int compact_signal(lua_State *L)
+{
+    lps_sig *sig = lua_touserdata(L, 1);
+    push_signal(L, sig->st, sig->kind);
+    lua_getiuservalue(L, -1, 1);
+    int list = lua_gettop(L), keep = 0;
+    for (int i = 1; i <= sig->count; i++) {
+        lua_rawgeti(L, list, i);
+        lps_conn *c = lua_touserdata(L, -1);
+        if (c->connected)
+            lua_rawseti(L, list, ++keep);
+        else
+            lua_pop(L, 1);
+    }
+    for (int i = keep + 1; i <= sig->count; i++) {
+        lua_pushnil(L);
+        lua_rawseti(L, list, i);
+    }
+    sig->count = keep;
+    sig->dirty = 0;
+    return 0;
+}
+
+typedef struct emit_args {
+    lps_sig *sig;
+    int index;
+    int (*push)(lua_State *L, void *arg);
+    void *arg;
+} emit_args;
+
+static int call_listener(lua_State *L)
+{
+    emit_args *a = lua_touserdata(L, 1);
+    push_signal(L, a->sig->st, a->sig->kind);
+    lua_getiuservalue(L, -1, 1);
+    lua_rawgeti(L, -1, a->index);
+    lps_conn *c = lua_touserdata(L, -1);
+    if (!c || !c->connected)
+        return 0;
+    lua_getiuservalue(L, -1, 1);
+    int n = a->push(L, a->arg);
+    lua_call(L, n, 0);
+    return 0;
+}
+
+void lps__emit(lps_state *st, lps_signal_kind kind, int (*push)(lua_State *L, void *arg),
+               void *arg)
+{
+    lua_State *L = st->L;
+    if (!lua_checkstack(L, 4))
+        return;
+    push_signal(L, st, kind);
+    lps_sig *sig = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    int n = sig->count; /* listeners connected during the emission wait for the next */
+    char err[LPS_MESSAGE_MAX], what[64];
+    snprintf(what, sizeof what, "a %s listener", signal_names[kind]);
+    sig->emitting++;
+    for (int i = 1; i <= n; i++) {
+        emit_args a = {sig, i, push, arg};
+        if (lps__protect(st, call_listener, &a, err, sizeof err, 1) != LUA_OK)
+            lps__report(what, err);
+    }
+    sig->emitting--;
+    if (!sig->emitting && sig->dirty)
+        lps__protect(st, compact_signal, sig, err, sizeof err, 0);
+}
+
+static int s_connect(lua_State *L)
+{
+    lps_state *st = lps__enter(L);
+    lps_sig *sig = luaL_checkudata(L, 1, LPS_SIGNAL);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    (void)st;
+    lps_conn *c = lua_newuserdatauv(L, sizeof *c, 2);
+    c->on_signal = 1;
+    c->connected = 1;
+    c->record = NULL;
+    luaL_setmetatable(L, LPS_CONNECTION);
+    lua_pushvalue(L, 2);
+    lua_setiuservalue(L, -2, 1);
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, 2);
+    lua_getiuservalue(L, 1, 1);
+    lua_pushvalue(L, -2);
+    lua_rawseti(L, -2, ++sig->count);
+    lua_pop(L, 1);
+    return 1;
+}
+
+static int s_tostring(lua_State *L)
+{
+    lps_sig *sig = luaL_checkudata(L, 1, LPS_SIGNAL);
+    lua_pushfstring(L, "ScriptSignal (%s)", signal_names[sig->kind]);
+    return 1;
+}
+
+/* ---- connections ------------------------------------------------------------------- */
+
+lps_record *lps__record_new(lua_State *L, lps_state *st, int fn_index)
+{
+    fn_index = lua_absindex(L, fn_index);
+    luaL_checktype(L, fn_index, LUA_TFUNCTION);
+    lps_conn *c = lua_newuserdatauv(L, sizeof *c, 0);
+    c->on_signal = 0;
+    c->connected = 0;
+    c->record = NULL;
+    luaL_setmetatable(L, LPS_CONNECTION);
+    lps_record *r = malloc(sizeof *r);
+    if (!r)
+        luaL_error(L, "out of memory");
+    lua_pushvalue(L, fn_index);
+    r->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    r->st = st;
+    r->connection = NULL;
+    r->conn = c;
+    c->record = r;
+    c->connected = 1;
+    return r;
+}
+
+void lps__record_attach(lps_record *record, ps_connection *connection)
+{
+    record->connection = connection;
+}
+
+/* free_userdata of every C connection: runs once, at disconnect or owner death. */
+void lps__record_free(void *userdata)
+{
+    lps_record *r = userdata;
+    if (r->conn) {
+        r->conn->record = NULL;
+        r->conn->connected = 0;
+    }
+    luaL_unref(r->st->L, LUA_REGISTRYINDEX, r->fn_ref);
+    free(r);
+}
+
+typedef struct record_args {
+    lps_record *record;
+    int (*push)(lua_State *L, void *arg);
+    void *arg;
+} record_args;
+
+static int call_record(lua_State *L)
+{
+    record_args *a = lua_touserdata(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, a->record->fn_ref);
+    int n = a->push(L, a->arg); /* may disconnect: a->record is not used after */
+    lua_call(L, n, 0);
+    return 0;
+}
+
+void lps__record_call(lps_record *record, const char *what,
+                      int (*push)(lua_State *L, void *arg), void *arg)
+{
+    char err[LPS_MESSAGE_MAX];
+    record_args a = {record, push, arg};
+    if (lps__protect(record->st, call_record, &a, err, sizeof err, 1) != LUA_OK)
+        lps__report(what, err);
+}
+
+static lps_conn *check_connection(lua_State *L)
+{
+    return luaL_checkudata(L, 1, LPS_CONNECTION);
+}
+
+static int c_disconnect(lua_State *L)
+{
+    lps_state *st = lps__enter(L);
+    lps_conn *c = check_connection(L);
+    if (!c->on_signal) {
+        if (c->record && c->record->connection)
+            ps_connection_disconnect(c->record->connection); /* frees the record */
+        c->connected = 0;
+        return 0;
+    }
+    if (!c->connected)
+        return 0;
+    c->connected = 0;
+    lua_getiuservalue(L, 1, 2);
+    lps_sig *sig = lua_touserdata(L, -1);
+    sig->dirty = 1;
+    if (!sig->emitting) {
+        char err[LPS_MESSAGE_MAX];
+        lps__protect(st, compact_signal, sig, err, sizeof err, 0);
+    }
+    return 0;
+}
+
+static int c_index(lua_State *L)
+{
+    lps_conn *c = check_connection(L);
+    const char *key = luaL_checkstring(L, 2);
+    if (strcmp(key, "Connected") == 0) {
+        lua_pushboolean(L, c->connected);
+        return 1;
+    }
+    if (strcmp(key, "Disconnect") == 0) {
+        lua_pushvalue(L, lua_upvalueindex(1));
+        lua_pushcclosure(L, c_disconnect, 1);
+        return 1;
+    }
+    return 0;
+}
+
+static int c_gc(lua_State *L)
+{
+    lps_conn *c = check_connection(L);
+    if (c->record) /* the listener stays connected; it just loses its handle */
+        c->record->conn = NULL;
+    c->record = NULL;
+    return 0;
+}
+
+static int c_tostring(lua_State *L)
+{
+    lps_conn *c = check_connection(L);
+    lua_pushfstring(L, "ScriptConnection (%s)", c->connected ? "connected" : "disconnected");
+    return 1;
+}
+
+/* ---- the library's signals → the Lua listeners ------------------------------------- */
+
+typedef struct issue_args {
+    const char *message, *store, *key;
+} issue_args;
+
+static int push_issue(lua_State *L, void *arg)
+{
+    issue_args *a = arg;
+    lua_pushstring(L, a->message);
+    lua_pushstring(L, a->store);
+    lua_pushstring(L, a->key);
+    return 3;
+}
+
+static void on_issue(const char *message, const char *store, const char *key, void *ud)
+{
+    issue_args a = {message, store, key};
+    lps__emit(ud, SIG_ISSUE, push_issue, &a);
+}
+
+static int push_corruption(lua_State *L, void *arg)
+{
+    issue_args *a = arg;
+    lua_pushstring(L, a->store);
+    lua_pushstring(L, a->key);
+    return 2;
+}
+
+static void on_corruption(const char *store, const char *key, void *ud)
+{
+    issue_args a = {NULL, store, key};
+    lps__emit(ud, SIG_CORRUPTION, push_corruption, &a);
+}
+
+static int push_critical(lua_State *L, void *arg)
+{
+    lua_pushboolean(L, *(int *)arg);
+    return 1;
+}
+
+static void on_critical(int is_critical, void *ud)
+{
+    lps__emit(ud, SIG_CRITICAL, push_critical, &is_critical);
+}
+
+/* ---- the service ------------------------------------------------------------------- */
+
+ps_service *lps__service(lua_State *L, lps_state *st)
+{
+    if (st->service)
+        return st->service;
+    if (st->locked_early)
+        luaL_error(L, "ProfileService was shut down");
+    ps_config config = st->config;
+    const char *env = getenv("PROFILESERVICE_STORE");
+    config.store_url = st->store_url ? st->store_url : env && *env ? env : DEFAULT_STORE;
+    config.job_id = st->job_id;
+    if (st->clock_mode != CLOCK_SYSTEM) {
+        config.clock = clock_now;
+        config.sleep = clock_sleep;
+        config.clock_userdata = st;
+        lps__refresh_clock(st);
+    }
+    ps_service *s = NULL;
+    if (ps_service_new(&s, &config) != PS_OK)
+        return luaL_error(L, "ProfileService could not start: %s", ps_error_last()->message),
+               NULL;
+    if (ps_service_issue_signal_connect(NULL, s, on_issue, st, NULL) != PS_OK ||
+        ps_service_corruption_signal_connect(NULL, s, on_corruption, st, NULL) != PS_OK ||
+        ps_service_critical_state_signal_connect(NULL, s, on_critical, st, NULL) != PS_OK) {
+        ps_service_free(s);
+        luaL_error(L, "ProfileService could not start: %s", ps_error_last()->message);
+    }
+    st->service = s;
+    return s;
+}
+
+/* ---- ProfileService.Configure{…} ------------------------------------------------- */
+
+typedef enum setting_type { SET_NUMBER, SET_INT } setting_type;
+
+typedef struct setting {
+    const char *name;
+    setting_type type;
+    size_t offset; /* in ps_config */
+    double min;
+} setting;
+
+#define NUM(field, min) {#field, SET_NUMBER, offsetof(ps_config, field), min}
+#define INT(field, min) {#field, SET_INT, offsetof(ps_config, field), min}
+
+static const setting settings[] = {
+    NUM(auto_save_period, 1e-9),      NUM(write_cooldown, 0),
+    NUM(load_repeat_delay, 0),        INT(force_load_max_steps, 1),
+    NUM(assume_dead_session_lock, 1e-9), INT(issue_count_for_critical_state, 1),
+    NUM(issue_last, 1e-9),            NUM(critical_state_last, 0),
+    INT(worker_threads, 1),           {NULL, SET_NUMBER, 0, 0}};
+
+static void configure_number(lua_State *L, lps_state *st, const setting *s)
+{
+    char *field = (char *)&st->config + s->offset;
+    if (s->type == SET_INT) {
+        int isint;
+        lua_Integer v = lua_tointegerx(L, -1, &isint);
+        if (!isint || v < (lua_Integer)s->min || v > 1000000000)
+            luaL_error(L, "ProfileService.Configure: %s must be an integer >= %d", s->name,
+                       (int)s->min);
+        *(int *)(void *)field = (int)v;
+        return;
+    }
+    int isnum;
+    double v = lua_tonumberx(L, -1, &isnum);
+    if (!isnum || !isfinite(v) || v < s->min)
+        luaL_error(L, "ProfileService.Configure: %s must be a number %s 0", s->name,
+                   s->min > 0 ? ">" : ">=");
+    *(double *)(void *)field = v;
+}
+
+static void replace_string(lua_State *L, char **slot, const char *name)
+{
+    if (lua_type(L, -1) != LUA_TSTRING)
+        luaL_error(L, "ProfileService.Configure: %s must be a string", name);
+    char *copy = strdup(lua_tostring(L, -1));
+    if (!copy)
+        luaL_error(L, "out of memory");
+    free(*slot);
+    *slot = copy;
+}
+
+static void configure_clock(lua_State *L, lps_state *st)
+{
+    if (lua_type(L, -1) == LUA_TFUNCTION) {
+        luaL_unref(L, LUA_REGISTRYINDEX, st->clock_ref);
+        lua_pushvalue(L, -1);
+        st->clock_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        st->clock_mode = CLOCK_FUNCTION;
+        return;
+    }
+    const char *mode = lua_tostring(L, -1);
+    if (lua_type(L, -1) == LUA_TSTRING && strcmp(mode, "virtual") == 0) {
+        st->clock_mode = CLOCK_VIRTUAL;
+        atomic_store(&st->now, (double)time(NULL));
+    } else if (lua_type(L, -1) == LUA_TSTRING && strcmp(mode, "system") == 0) {
+        st->clock_mode = CLOCK_SYSTEM;
+    } else {
+        luaL_error(L, "ProfileService.Configure: clock must be a function returning "
+                      "seconds, \"virtual\" or \"system\"");
+    }
+}
+
+static void configure_one(lua_State *L, lps_state *st, const char *key)
+{
+    for (const setting *s = settings; s->name; s++) {
+        if (strcmp(key, s->name) == 0) {
+            configure_number(L, st, s);
+            return;
+        }
+    }
+    if (strcmp(key, "store") == 0) {
+        replace_string(L, &st->store_url, key);
+    } else if (strcmp(key, "job_id") == 0) {
+        replace_string(L, &st->job_id, key);
+    } else if (strcmp(key, "place_id") == 0) {
+        int isint;
+        st->config.place_id = (int64_t)lua_tointegerx(L, -1, &isint);
+        if (!isint)
+            luaL_error(L, "ProfileService.Configure: place_id must be an integer");
+    } else if (strcmp(key, "max_document_size") == 0) {
+        int isint;
+        lua_Integer v = lua_tointegerx(L, -1, &isint);
+        if (!isint || v < 64)
+            luaL_error(L, "ProfileService.Configure: max_document_size must be an "
+                          "integer >= 64");
+        st->config.max_document_size = (size_t)v;
+    } else if (strcmp(key, "clock") == 0) {
+        configure_clock(L, st);
+    } else if (strcmp(key, "sleep") == 0) {
+        luaL_checktype(L, -1, LUA_TFUNCTION);
+        luaL_unref(L, LUA_REGISTRYINDEX, st->sleep_ref);
+        lua_pushvalue(L, -1);
+        st->sleep_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    } else {
+        luaL_error(L, "ProfileService.Configure: unknown setting \"%s\"", key);
+    }
+}
+
+/* ProfileService.Configure{store = URL, place_id = …, job_id = …, clock = …, …}:
+ * before first use only; settings not given keep their values. */
+static int m_configure(lua_State *L)
+{
+    lps_state *st = lps__enter(L);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    if (st->service || st->locked_early)
+        return luaL_error(L, "ProfileService.Configure must be called before the first "
+                             "use of ProfileService (the service already started)");
+    lua_pushnil(L);
+    while (lua_next(L, 1)) {
+        if (lua_type(L, -2) != LUA_TSTRING)
+            return luaL_error(L, "ProfileService.Configure: setting names are strings");
+        configure_one(L, st, lua_tostring(L, -2));
+        lua_pop(L, 1);
+    }
+    if (st->sleep_ref != LUA_NOREF && st->clock_mode != CLOCK_FUNCTION)
+        return luaL_error(L, "ProfileService.Configure: sleep needs a clock function");
+    return 0;
+}
+
+/* ---- Update, Shutdown, ServiceLocked ------------------------------------------------ */
+
+/* ProfileService.Update(): the tick. Applies finished work, runs auto-saves and
+ * listeners, then resumes the coroutines whose LoadProfileAsync (and so on) ended. */
+static int m_update(lua_State *L)
+{
+    lps_state *st = lps__enter(L);
+    lps__check_can_block(L, st, "ProfileService.Update");
+    if (st->service) {
+        lps__free_deferred(st);
+        lps__refresh_clock(st);
+        if (ps_service_update(st->service) != PS_OK)
+            return lps__raise_last(L);
+        lps__refresh_all_meta(st);
+    }
+    lps__resume_ready(L, st);
+    return 0;
+}
+
+/* ProfileService.Shutdown(): BindToClose. Releases and saves every profile and
+ * returns when that is done; coroutines still waiting get nil. */
+static int m_shutdown(lua_State *L)
+{
+    lps_state *st = lps__enter(L);
+    lps__check_can_block(L, st, "ProfileService.Shutdown");
+    if (!st->service) {
+        st->locked_early = 1;
+        return 0;
+    }
+    lps__refresh_clock(st);
+    if (ps_service_shutdown(st->service) != PS_OK)
+        return lps__raise_last(L);
+    lps__refresh_all_meta(st);
+    lps__resume_ready(L, st);
+    return 0;
+}
+
+static int m_index(lua_State *L)
+{
+    lps_state *st = lps__enter(L);
+    const char *key = lua_tostring(L, 2);
+    if (key && strcmp(key, "ServiceLocked") == 0) {
+        lua_pushboolean(L, st->locked_early || (st->service && ps_service_locked(st->service)));
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- the state's lifetime ------------------------------------------------------------ */
+
+/* __gc of the state (and __close of the module): shut down, free everything. */
+static int state_gc(lua_State *L)
+{
+    lps_state *st = luaL_checkudata(L, 1, LPS_STATE);
+    if (st->closed)
+        return 0;
+    st->L = L;
+    if (st->service) {
+        if (st->callback_depth == 0) {
+            lps__refresh_clock(st);
+            ps_service_shutdown(st->service);
+        }
+        st->closed = 1;
+        ps_service_free(st->service);
+        st->service = NULL;
+    }
+    st->closed = 1;
+    lps__free_deferred(st);
+    free(st->deferred);
+    lps__waiters_free(st);
+    free(st->store_url);
+    free(st->job_id);
+    st->store_url = st->job_id = NULL;
+    return 0;
+}
+
+static int m_close(lua_State *L)
+{
+    lps_state *st = lps__enter(L);
+    if (st->service && st->callback_depth == 0)
+        ps_service_shutdown(st->service);
+    return 0;
+}
+
+/* ---- luaopen -------------------------------------------------------------------------- */
+
+static void new_registry_table(lua_State *L, int *ref)
+{
+    lua_newtable(L);
+    *ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+static void make_signal(lua_State *L, lps_state *st, lps_signal_kind kind)
+{
+    lps_sig *sig = lua_newuserdatauv(L, sizeof *sig, 1);
+    memset(sig, 0, sizeof *sig);
+    sig->st = st;
+    sig->kind = kind;
+    luaL_setmetatable(L, LPS_SIGNAL);
+    lua_newtable(L);
+    lua_setiuservalue(L, -2, 1);
+    lua_pushvalue(L, -1);
+    st->signal_ref[kind] = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_setfield(L, -2, signal_names[kind]); /* module.IssueSignal = … */
+}
+
+/* A metatable with methods under __index (liolib.c createmeta), st as upvalue. */
+static void create_meta(lua_State *L, const char *name, const luaL_Reg *meta,
+                        const luaL_Reg *methods)
+{
+    luaL_newmetatable(L, name);
+    lua_pushvalue(L, -2); /* st */
+    luaL_setfuncs(L, meta, 1);
+    if (methods) {
+        lua_newtable(L);
+        lua_pushvalue(L, -3);
+        luaL_setfuncs(L, methods, 1);
+        lua_setfield(L, -2, "__index");
+    }
+    lua_pop(L, 1);
+}
+
+static const luaL_Reg signal_meta[] = {{"__tostring", s_tostring}, {NULL, NULL}};
+static const luaL_Reg signal_methods[] = {{"Connect", s_connect}, {NULL, NULL}};
+static const luaL_Reg connection_meta[] = {{"__index", c_index},
+                                           {"__gc", c_gc},
+                                           {"__close", c_disconnect},
+                                           {"__tostring", c_tostring},
+                                           {NULL, NULL}};
+
+static const luaL_Reg module_funcs[] = {{"GetProfileStore", lps__get_profile_store},
+                                        {"Configure", m_configure},
+                                        {"Update", m_update},
+                                        {"Shutdown", m_shutdown},
+                                        {"AdvanceClock", m_advance_clock},
+                                        {NULL, NULL}};
+
+static const luaL_Reg module_meta[] = {{"__index", m_index}, {"__close", m_close},
+                                       {NULL, NULL}};
+
+__attribute__((visibility("default"))) int luaopen_profileservice(lua_State *L)
+{
+    lps_state *st = lua_newuserdatauv(L, sizeof *st, 0);
+    memset(st, 0, sizeof *st);
+    st->L = L;
+    ps_config_init(&st->config);
+    st->clock_ref = st->sleep_ref = LUA_NOREF;
+    atomic_store(&st->now, (double)time(NULL));
+    luaL_newmetatable(L, LPS_STATE);
+    lua_pushcfunction(L, state_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, state_gc);
+    lua_setfield(L, -2, "__close");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    luaL_ref(L, LUA_REGISTRYINDEX); /* the state lives as long as the Lua state */
+    new_registry_table(L, &st->actives_ref);
+    new_registry_table(L, &st->stores_ref);
+
+    create_meta(L, LPS_SIGNAL, signal_meta, signal_methods);
+    create_meta(L, LPS_CONNECTION, connection_meta, NULL);
+    lps__store_open(L, st);
+    lps__profile_open(L, st);
+
+    lua_newtable(L); /* the module */
+    lua_pushvalue(L, -2);
+    luaL_setfuncs(L, module_funcs, 1);
+    for (int k = 0; k < SIG_COUNT; k++)
+        make_signal(L, st, (lps_signal_kind)k);
+    lua_newtable(L);
+    lua_pushvalue(L, -3);
+    luaL_setfuncs(L, module_meta, 1);
+    lua_setmetatable(L, -2);
+    return 1;
+}
