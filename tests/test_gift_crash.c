@@ -63,8 +63,8 @@ static ps_profile_store *gift_store(ps_service *s)
 static void add_one(ps_global_updates *gu, void *ud)
 {
     (void)ud;
-    PS_ASSERT_OK(ps_global_updates_add_active_update_new(gu, json_pack("{s:i}", "Add", 1),
-                                                         NULL));
+    PS_ASSERT_OK(
+        ps_global_updates_add_active_update_new(gu, json_pack("{s:i}", "Add", 1), NULL));
 }
 
 /* Sends @p gifts gifts, a random 0-25 ms apart; writes {ok, failed} to @p fd. */
@@ -160,10 +160,10 @@ static void process_pending(owner *o)
         PS_ASSERT_OK(ps_global_updates_lock_active_update(
             gu, json_integer_value(json_array_get(json_array_get(list, i), 0))));
     json_decref(list);
-    PS_ASSERT_OK(ps_global_updates_listen_to_new_active_update(NULL, gu, on_new_active, o,
-                                                                NULL));
-    PS_ASSERT_OK(ps_global_updates_listen_to_new_locked_update(NULL, gu, on_new_locked, o,
-                                                                NULL));
+    PS_ASSERT_OK(
+        ps_global_updates_listen_to_new_active_update(NULL, gu, on_new_active, o, NULL));
+    PS_ASSERT_OK(
+        ps_global_updates_listen_to_new_locked_update(NULL, gu, on_new_locked, o, NULL));
     PS_ASSERT_OK(ps_profile_save(o->profile));
 }
 
@@ -349,8 +349,8 @@ int main(int argc, char **argv)
     unsigned r = seed;
     int kills = 0, owners = 1, sender_status = 0;
     pid_t owner_pid = start_owner(finish_fds, owners);
-    while (!wait_or_sender_exit(sender, 0.1 + (rand_r(&r) % 600) / 1000.0,
-                                &sender_status)) {
+    while (
+        !wait_or_sender_exit(sender, 0.1 + (rand_r(&r) % 600) / 1000.0, &sender_status)) {
         kill(owner_pid, SIGKILL);
         reap(owner_pid, "owner");
         kills++;
@@ -389,7 +389,8 @@ int main(int argc, char **argv)
         loads++;
     }
     printf("at %d loads the new owner found %d gifts Locked by a dead owner (applied "
-           "now) and %d Active\n", loads, locked, active);
+           "now) and %d Active\n",
+           loads, locked, active);
     printf("ok in %.1f s\n", now_seconds() - t0);
     return 0;
 }

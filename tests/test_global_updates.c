@@ -43,7 +43,8 @@ static void check_store_is_shared(void)
     if (!test_url_shares_store(g_url))
         PS_FAIL("\"%s\" gives each backend handle a private store; this suite needs "
                 "one store seen by several services (memory:NAME, sqlite:PATH, "
-                "postgres://...)", g_url);
+                "postgres://...)",
+                g_url);
 }
 
 static ps_service *gu_service(int64_t place, const char *job, test_recorder *rec)
@@ -78,18 +79,18 @@ static char *stored_gu_text(const char *store, const char *key)
     return text;
 }
 
-#define ASSERT_STORED_GU(store, key, want)                                              \
-    do {                                                                               \
-        char *got_ = stored_gu_text(store, key);                                       \
-        PS_ASSERT_STR_EQ(got_, want);                                                  \
-        free(got_);                                                                    \
+#define ASSERT_STORED_GU(store, key, want)                                               \
+    do {                                                                                 \
+        char *got_ = stored_gu_text(store, key);                                         \
+        PS_ASSERT_STR_EQ(got_, want);                                                    \
+        free(got_);                                                                      \
     } while (0)
 
 static json_int_t stored_coins(const char *store, const char *key)
 {
     json_t *doc = stored_doc(store, key);
-    json_int_t coins = json_integer_value(json_object_get(json_object_get(doc, "Data"),
-                                                          "Coins"));
+    json_int_t coins =
+        json_integer_value(json_object_get(json_object_get(doc, "Data"), "Coins"));
     json_decref(doc);
     return coins;
 }
@@ -105,11 +106,11 @@ static char *updates_text(ps_global_updates *gu, int locked)
     return text;
 }
 
-#define ASSERT_UPDATES(gu, locked, want)                                                \
-    do {                                                                               \
-        char *got_ = updates_text(gu, locked);                                         \
-        PS_ASSERT_STR_EQ(got_, want);                                                  \
-        free(got_);                                                                    \
+#define ASSERT_UPDATES(gu, locked, want)                                                 \
+    do {                                                                                 \
+        char *got_ = updates_text(gu, locked);                                           \
+        PS_ASSERT_STR_EQ(got_, want);                                                    \
+        free(got_);                                                                      \
     } while (0)
 
 /* Saves and ticks until that save is done: MetaTagsLatest shows its sequence tag. */
@@ -168,14 +169,23 @@ static void script_handler(ps_global_updates *gu, void *ud)
         json_t *data = st->json ? json_loads(st->json, JSON_DECODE_ANY, NULL) : NULL;
         PS_ASSERT(!st->json || data);
         switch (st->op) {
-        case 'a': sc->rc[i] = ps_global_updates_add_active_update(gu, data, &sc->ids[i]);
-                  break;
-        case 'c': sc->rc[i] = ps_global_updates_change_active_update(gu, st->id, data);
-                  break;
-        case 'x': sc->rc[i] = ps_global_updates_clear_active_update(gu, st->id); break;
-        case 'l': sc->rc[i] = ps_global_updates_lock_active_update(gu, st->id); break;
-        case 'k': sc->rc[i] = ps_global_updates_clear_locked_update(gu, st->id); break;
-        default: PS_FAIL("bad step %c", st->op);
+        case 'a':
+            sc->rc[i] = ps_global_updates_add_active_update(gu, data, &sc->ids[i]);
+            break;
+        case 'c':
+            sc->rc[i] = ps_global_updates_change_active_update(gu, st->id, data);
+            break;
+        case 'x':
+            sc->rc[i] = ps_global_updates_clear_active_update(gu, st->id);
+            break;
+        case 'l':
+            sc->rc[i] = ps_global_updates_lock_active_update(gu, st->id);
+            break;
+        case 'k':
+            sc->rc[i] = ps_global_updates_clear_locked_update(gu, st->id);
+            break;
+        default:
+            PS_FAIL("bad step %c", st->op);
         }
         json_decref(data);
     }
@@ -203,9 +213,9 @@ typedef struct gu_log {
     ps_profile *profile;
     ps_service *service;
     ps_profile_store *store;
-    int lock;    /* active listener: lock what arrives */
-    int apply;   /* locked listener: Coins += data.Coins, then clear */
-    int probed;  /* the re-entrancy checks ran */
+    int lock;   /* active listener: lock what arrives */
+    int apply;  /* locked listener: Coins += data.Coins, then clear */
+    int probed; /* the re-entrancy checks ran */
 } gu_log;
 
 static void log_add(gu_log *g, int64_t id, const json_t *data)
@@ -236,8 +246,9 @@ static void probe_reentrancy(gu_log *g)
     if (g->probed++ || !g->store)
         return;
     ps_global_updates *r = NULL;
-    PS_ASSERT_STATUS(ps_store_global_update_profile(&r, g->store, "other", noop_handler,
-                                                    NULL), PS_EINVAL);
+    PS_ASSERT_STATUS(
+        ps_store_global_update_profile(&r, g->store, "other", noop_handler, NULL),
+        PS_EINVAL);
     PS_ASSERT(r == NULL);
     PS_ASSERT_STATUS(ps_service_update(g->service), PS_EINVAL);
 }
@@ -273,10 +284,10 @@ static void on_locked(ps_global_updates *gu, int64_t id, json_t *data, void *ud)
 static void listen_both(gu_log *active, gu_log *locked, ps_profile *p)
 {
     ps_global_updates *gu = ps_profile_global_updates(p);
-    PS_ASSERT_OK(ps_global_updates_listen_to_new_active_update(NULL, gu, on_active,
-                                                                active, NULL));
-    PS_ASSERT_OK(ps_global_updates_listen_to_new_locked_update(NULL, gu, on_locked,
-                                                                locked, NULL));
+    PS_ASSERT_OK(
+        ps_global_updates_listen_to_new_active_update(NULL, gu, on_active, active, NULL));
+    PS_ASSERT_OK(
+        ps_global_updates_listen_to_new_locked_update(NULL, gu, on_locked, locked, NULL));
 }
 
 /* ---- the full lifecycle ----------------------------------------------------------- */
@@ -387,12 +398,12 @@ static void test_full_lifecycle(void)
     PS_ASSERT_OK(ps_profile_release(p));
     PS_ASSERT_STATUS(ps_global_updates_lock_active_update(gu, 2), PS_ERELEASED);
     PS_ASSERT_STATUS(ps_global_updates_clear_locked_update(gu, 2), PS_ERELEASED);
-    PS_ASSERT_STATUS(ps_global_updates_listen_to_new_active_update(NULL, gu, on_active,
-                                                                    &act, NULL),
-                     PS_ERELEASED);
-    PS_ASSERT_STATUS(ps_global_updates_listen_to_new_locked_update(NULL, gu, on_locked,
-                                                                    &lck, NULL),
-                     PS_ERELEASED);
+    PS_ASSERT_STATUS(
+        ps_global_updates_listen_to_new_active_update(NULL, gu, on_active, &act, NULL),
+        PS_ERELEASED);
+    PS_ASSERT_STATUS(
+        ps_global_updates_listen_to_new_locked_update(NULL, gu, on_locked, &lck, NULL),
+        PS_ERELEASED);
     ASSERT_UPDATES(gu, 0, "[]");
     g_in_call++;
     PS_ASSERT_OK(ps_service_shutdown(s));
@@ -588,8 +599,8 @@ static void test_handler_errors_write_nothing(void)
     const gu_step change_bad_data[] = {{'c', 2, "true"}};
     expect_refused(store, name, "k", change_bad_data, 1, PS_EINVAL);
     /* A failing method after good ones fails the whole call: the add is not written. */
-    const gu_step good_then_bad[] = {{'a', 0, "{\"Coins\":3}"}, {'c', 2, "{\"Coins\":4}"},
-                                     {'x', 99, NULL}};
+    const gu_step good_then_bad[] = {
+        {'a', 0, "{\"Coins\":3}"}, {'c', 2, "{\"Coins\":4}"}, {'x', 99, NULL}};
     expect_refused(store, name, "k", good_then_bad, 3, PS_ENOTFOUND);
     /* The same on a never-created key: it stays absent. */
     const gu_step new_then_bad[] = {{'a', 0, "{\"Coins\":3}"}, {'a', 0, "7"}};
@@ -603,8 +614,9 @@ static void test_handler_errors_write_nothing(void)
     const gu_step ok[] = {{'a', 0, "[1,2]"}, {'c', 2, "{\"Coins\":20}"}};
     PS_ASSERT_OK(run_script(NULL, &sc, store, "k", ok, 2));
     PS_ASSERT_EQ(sc.ids[0], 3);
-    ASSERT_STORED_GU(name, "k", "[3,[[1,1,true,{\"Coins\":1}],[2,2,false,{\"Coins\":20}],"
-                                "[3,1,false,[1,2]]]]");
+    ASSERT_STORED_GU(name, "k",
+                     "[3,[[1,1,true,{\"Coins\":1}],[2,2,false,{\"Coins\":20}],"
+                     "[3,1,false,[1,2]]]]");
     ps_service_free(s);
     PS_ASSERT_EQ(rec.issues, 0);
 }
@@ -799,9 +811,8 @@ static void run_two_servers(ps_service *a, ps_profile_store *sa, ps_service *b,
         while (started < total && in_flight(calls, started, started % 2) < 3) {
             int k = started++;
             calls[k] = (add_call){k % 2 ? "B" : "A", k / 2, 0, 0, -100};
-            PS_ASSERT_OK(ps_store_global_update_profile_async(k % 2 ? sb : sa, key,
-                                                              handler, on_added,
-                                                              &calls[k]));
+            PS_ASSERT_OK(ps_store_global_update_profile_async(
+                k % 2 ? sb : sa, key, handler, on_added, &calls[k]));
         }
         tick(i % 2 ? b : a);
         usleep(100);
@@ -849,8 +860,8 @@ static void test_two_servers_add_concurrently(void)
     for (int i = 0; i < 2 * PER_SERVER; i++)
         reruns += calls[i].handler_runs - 1;
     printf("%d adds from two servers: all landed, distinct ids; the stored order "
-           "switches server %d times; %d handler re-runs\n", 2 * PER_SERVER, switches,
-           reruns);
+           "switches server %d times; %d handler re-runs\n",
+           2 * PER_SERVER, switches, reruns);
     json_decref(doc);
     ps_service_free(a);
     ps_service_free(b);
@@ -962,9 +973,9 @@ static void test_bad_args(void)
                      PS_EINVAL);
     PS_ASSERT_STATUS(ps_store_global_update_profile_async(store, "k", h, NULL, &sc),
                      PS_EINVAL);
-    PS_ASSERT_STATUS(ps_store_global_update_profile_async(store, "", script_handler,
-                                                          on_added, &sc),
-                     PS_EINVAL);
+    PS_ASSERT_STATUS(
+        ps_store_global_update_profile_async(store, "", script_handler, on_added, &sc),
+        PS_EINVAL);
     PS_ASSERT_EQ(sc.runs, 0);
     PS_ASSERT(stored_raw(name, "k") == NULL);
 
@@ -975,9 +986,9 @@ static void test_bad_args(void)
     PS_ASSERT_STATUS(ps_global_updates_lock_active_update(NULL, 1), PS_EINVAL);
     PS_ASSERT_STATUS(ps_global_updates_clear_locked_update(NULL, 1), PS_EINVAL);
     PS_ASSERT_STATUS(ps_global_updates_clear_active_update(NULL, 1), PS_EINVAL);
-    PS_ASSERT_STATUS(ps_global_updates_listen_to_new_active_update(NULL, NULL, on_active,
-                                                                    NULL, NULL),
-                     PS_EINVAL);
+    PS_ASSERT_STATUS(
+        ps_global_updates_listen_to_new_active_update(NULL, NULL, on_active, NULL, NULL),
+        PS_EINVAL);
     PS_ASSERT(ps_profile_global_updates(NULL) == NULL);
     ps_global_updates_free(NULL);
 
@@ -999,9 +1010,9 @@ static void test_bad_args(void)
                      PS_EINVAL);
     PS_ASSERT_EQ(d->refcount, 1);
     PS_ASSERT_STATUS(ps_global_updates_clear_active_update(gu, 1), PS_EINVAL);
-    PS_ASSERT_STATUS(ps_global_updates_listen_to_new_active_update(NULL, gu, NULL, NULL,
-                                                                    NULL),
-                     PS_EINVAL);
+    PS_ASSERT_STATUS(
+        ps_global_updates_listen_to_new_active_update(NULL, gu, NULL, NULL, NULL),
+        PS_EINVAL);
     /* Freeing a profile's own global updates is ignored (they die with it). */
     ps_global_updates_free(gu);
     ASSERT_UPDATES(gu, 0, "[]");
@@ -1015,9 +1026,9 @@ static void test_bad_args(void)
     g_in_call--;
     PS_ASSERT_STATUS(ps_store_global_update_profile(NULL, store, "k", h, &sc),
                      PS_ESHUTDOWN);
-    PS_ASSERT_STATUS(ps_store_global_update_profile_async(store, "k", script_handler,
-                                                          on_added, &sc),
-                     PS_ESHUTDOWN);
+    PS_ASSERT_STATUS(
+        ps_store_global_update_profile_async(store, "k", script_handler, on_added, &sc),
+        PS_ESHUTDOWN);
     PS_ASSERT_EQ(sc.runs, 0);
     json_decref(d);
     ps_service_free(s);

@@ -997,7 +997,7 @@ static void test_bad_args(void)
     /* A NULL service. */
     ASSERT_EINVAL(ps_service_update(NULL));
     ASSERT_EINVAL(ps_service_shutdown(NULL));
-    PS_ASSERT(ps_service_locked(NULL) != 0 || ps_service_locked(NULL) == 0); /* no crash */
+    (void)ps_service_locked(NULL); /* no crash */
     PS_ASSERT_EQ(ps_service_place_id(NULL), 0);
     PS_ASSERT(ps_service_job_id(NULL) == NULL);
     PS_ASSERT_EQ(ps_service_is_critical_state(NULL), 0);

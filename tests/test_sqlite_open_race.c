@@ -31,7 +31,8 @@ static int open_together(const char *url)
         if (pids[i] == 0) {
             char c;
             close(go[1]);
-            (void)!read(go[0], &c, 1); /* wait for the start: EOF when the parent closes */
+            (void)!read(go[0], &c,
+                        1); /* wait for the start: EOF when the parent closes */
             ps_backend *b = NULL;
             int rc = ps_backend_open(&b, url);
             if (rc != PS_OK)

@@ -552,13 +552,22 @@ static int create_schema(conn *c, const char *path)
  * only read, so opening never waits behind another process's write. */
 static int init_schema(conn *c, const char *path)
 {
-    int is_wal = 0, version;
-    if (sqlite3_exec(c->db, "PRAGMA journal_mode=WAL", journal_mode_cb, &is_wal,
-                     NULL) != SQLITE_OK)
+    int is_wal = 0, version, rc;
+    /* Switching a new file to WAL takes an exclusive lock and SQLite returns BUSY at
+     * once, without the busy handler, when another process is doing the same: retry
+     * for as long as the busy timeout would have waited. */
+    for (int waited_ms = 0;; waited_ms += 2) {
+        rc = sqlite3_exec(c->db, "PRAGMA journal_mode=WAL", journal_mode_cb, &is_wal,
+                          NULL);
+        if ((rc != SQLITE_BUSY && rc != SQLITE_LOCKED) || waited_ms >= BUSY_TIMEOUT_MS)
+            break;
+        usleep(2000);
+    }
+    if (rc != SQLITE_OK)
         return db_error(c->db, "journal mode");
     if (!is_wal)
         return ps__error_set(PS_EBACKEND, "sqlite %s: cannot use WAL mode", path);
-    int rc = schema_version(c, &version);
+    rc = schema_version(c, &version);
     if (rc != PS_OK || version == SCHEMA_VERSION)
         return rc;
     return create_schema(c, path);
