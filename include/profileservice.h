@@ -448,8 +448,9 @@ typedef void (*ps_global_update_listener_fn)(ps_global_updates *global_updates,
  * GlobalUpdates:ListenToNewActiveUpdate(listener): fires after a save pulled a new
  * Active update or a new version of one; at most once per id and version.
  * @param[out] out connection, borrowed (owned by the profile); may be NULL.
- * @return PS_OK; PS_EINVAL (not a profile's own global updates, or NULL fn);
- *         PS_ERELEASED (profile inactive: no connection is made).
+ * @return PS_OK; PS_EVIEW (a view's or a call result's global updates); PS_EINVAL
+ *         (a handler's global updates, or NULL fn); PS_ERELEASED (profile inactive:
+ *         no connection is made).
  */
 PS_EXTERN int ps_global_updates_listen_to_new_active_update(
     ps_connection **out, ps_global_updates *global_updates,
@@ -468,16 +469,18 @@ PS_EXTERN int ps_global_updates_listen_to_new_locked_update(
 
 /**
  * GlobalUpdates:LockActiveUpdate(update_id): the lock is written by the next save.
- * @return PS_OK; PS_EINVAL (not a profile's own; the update is not Active, or
- *         already being locked); PS_ENOTFOUND (no such id); PS_ERELEASED.
+ * @return PS_OK; PS_EVIEW (a view's or a result's); PS_EINVAL (a handler's; the
+ *         update is not Active, or already being locked); PS_ENOTFOUND (no such id);
+ *         PS_ERELEASED.
  */
 PS_EXTERN int ps_global_updates_lock_active_update(ps_global_updates *global_updates,
                                                    int64_t update_id);
 
 /**
  * GlobalUpdates:ClearLockedUpdate(update_id): removed from the store by the next save.
- * @return PS_OK; PS_EINVAL (not a profile's own; the update is not Locked in the
- *         store yet, or already being cleared); PS_ENOTFOUND; PS_ERELEASED.
+ * @return PS_OK; PS_EVIEW (a view's or a result's); PS_EINVAL (a handler's; the
+ *         update is not Locked in the store yet, or already being cleared);
+ *         PS_ENOTFOUND; PS_ERELEASED.
  */
 PS_EXTERN int ps_global_updates_clear_locked_update(ps_global_updates *global_updates,
                                                     int64_t update_id);

@@ -181,7 +181,7 @@ static ps_not_released_action not_released(int64_t place_id, const char *game_jo
     char err[LPS_MESSAGE_MAX];
     if (lps__protect(w->st, call_not_released, &a, err, sizeof err, 0) != LUA_OK) {
         w->handler_failed = 1;
-        snprintf(w->message, sizeof w->message, "%s%s",
+        snprintf(w->message, sizeof w->message, "%s%.480s",
                  strncmp(err, "not_released_handler", 20) ? "not_released_handler: " : "",
                  err);
         return (ps_not_released_action)0; /* fails the load with PS_EINVAL */
@@ -209,7 +209,7 @@ static void update_handler(ps_global_updates *gu, void *userdata)
     lps__invalidate_gu(a.handler_gu);
     if (rc != LUA_OK) {
         w->handler_failed = 1;
-        snprintf(w->message, sizeof w->message, "update_handler: %s", err);
+        snprintf(w->message, sizeof w->message, "update_handler: %.480s", err);
         /* A failing method call fails the whole call (profileservice.h). */
         ps_global_updates_add_active_update_new(gu, json_null(), NULL);
     }

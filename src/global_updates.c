@@ -259,14 +259,16 @@ int ps_global_updates_get_locked_updates(json_t **out, ps_global_updates *global
 
 /* ---- the owner's methods ---------------------------------------------------------- */
 
-static int check_owned(const ps_global_updates *gu)
+static int handler_fail(ps_global_updates *gu, int rc);
+
+static int check_owned(ps_global_updates *gu)
 {
     if (!gu)
         return ps__error_set(PS_EINVAL, "global updates are NULL");
     if (gu->mode != GU_OWNED)
-        return ps__error_set(gu->mode == GU_VIEW ? PS_EVIEW : PS_EINVAL,
-                             "only a loaded profile's own global updates can listen, "
-                             "lock and clear");
+        return handler_fail(gu, ps__error_set(gu->mode == GU_VIEW ? PS_EVIEW : PS_EINVAL,
+                                              "only a loaded profile's own global "
+                                              "updates can listen, lock and clear"));
     if (!gu->profile->active)
         return ps__error_set(PS_ERELEASED, "profile \"%s\" is no longer active",
                              gu->profile->key);
@@ -713,6 +715,8 @@ static void gu_request_end(gu_request *r, int status, const json_t *written)
     free(r);
 }
 
+/* A read goes to the back of the key's queue; the write that follows it goes to the
+ * front, so no other call of this service slips in between and makes it stale. */
 static int gu_submit(gu_request *r, ps_global_updates *edits)
 {
     gu_op *op = (gu_op *)ps__op_new(sizeof *op, &gu_kind, r->store, r->key);
@@ -722,7 +726,10 @@ static int gu_submit(gu_request *r, ps_global_updates *edits)
     }
     op->request = r;
     op->edits = edits;
-    ps__service_enqueue(r->store->service, &op->base);
+    if (edits)
+        ps__service_enqueue_next(r->store->service, &op->base);
+    else
+        ps__service_enqueue(r->store->service, &op->base);
     return PS_OK;
 }
 

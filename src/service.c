@@ -414,6 +414,27 @@ static void slot_dispatch(ps_service *s, ps_key_slot *slot)
     }
 }
 
+static void slot_push_front(ps_key_slot *slot, ps_op *op)
+{
+    op->next_in_slot = slot->head;
+    slot->head = op;
+    if (slot->tail == &slot->head)
+        slot->tail = &op->next_in_slot;
+}
+
+void ps__service_enqueue_next(ps_service *s, ps_op *op)
+{
+    ps_key_slot *slot = slot_get(s, op->store, op->key, 1);
+    if (!slot) {
+        ps__service_enqueue(s, op); /* reports the failure */
+        return;
+    }
+    op->slot = slot;
+    slot_push_front(slot, op);
+    s->ops_in_flight++;
+    slot_dispatch(s, slot);
+}
+
 void ps__service_enqueue(ps_service *s, ps_op *op)
 {
     ps_key_slot *slot = slot_get(s, op->store, op->key, 1);

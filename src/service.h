@@ -147,6 +147,9 @@ ps_op *ps__op_new(size_t size, const ps_op_kind *kind, ps_profile_store *store,
                   const char *key);
 /* Appends @p op to its key's FIFO; dispatches it when the key is idle. Takes @p op. */
 void ps__service_enqueue(ps_service *service, ps_op *op);
+/* As ps__service_enqueue, but ahead of the ops already queued for the key: the second
+ * half of a two-step call (read, then write) runs before anyone else's next call. */
+void ps__service_enqueue_next(ps_service *service, ps_op *op);
 /* Nonzero when an op of @p kind is queued (not yet running) for the key. */
 int ps__service_has_queued(ps_service *service, ps_profile_store *store, const char *key,
                            const ps_op_kind *kind);

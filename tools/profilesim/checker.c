@@ -44,6 +44,12 @@ typedef struct named_rec {
     char id[48];
 } named_rec;
 
+typedef struct obs_rec {
+    int key;
+    int64_t count, seq;
+    double t;
+} obs_rec;
+
 typedef struct job_rec {
     char name[96];
     int clean_exit;
@@ -61,6 +67,7 @@ typedef struct journals {
     VEC(named_rec) gifts;     /* accepted: key = target */
     VEC(named_rec) purchases; /* confirmed */
     VEC(job_rec) jobs;
+    VEC(obs_rec) observed; /* the watcher's, in the order it saw them */
     sim_totals totals;
 } journals;
 
@@ -135,9 +142,13 @@ static void parse_line(journals *j, int job, char *line)
             VEC_PUSH(j->purchases, r);
             j->totals.purchases++;
         }
+    } else if (kind == 'O' && sscanf(rest, "%63s %lld %lld", key, &a, &b) == 3) {
+        obs_rec r = {sim_key_index(key), a, b, t};
+        VEC_PUSH(j->observed, r);
     } else if (kind == 'E') {
         j->jobs.v[job].clean_exit = 1;
-        j->totals.clean_exits++;
+        if (strcmp(j->jobs.v[job].name, "watcher") != 0)
+            j->totals.clean_exits++;
     } else if (kind == 'R') {
         j->totals.releases++;
     } else if (kind == 'U') {
@@ -170,7 +181,8 @@ static int read_journal(journals *j, const char *path)
                 break; /* not a journal */
             VEC_PUSH(j->jobs, r);
             job = (int)j->jobs.n - 1;
-            j->totals.servers_seen++;
+            if (strcmp(r.name, "watcher") != 0)
+                j->totals.servers_seen++;
             continue;
         }
         if (!strchr(line, '\n'))
@@ -208,6 +220,7 @@ static void journals_dispose(journals *j)
     free(j->gifts.v);
     free(j->purchases.v);
     free(j->jobs.v);
+    free(j->observed.v);
 }
 
 /* ---- the store ------------------------------------------------------------------ */
@@ -321,6 +334,35 @@ static void check_sessions(checker *c)
                           (long long)ld->seq, (long long)sv->seq, ld->t_req - sv->t_ack);
         }
     }
+}
+
+/* What the watcher saw: per key, SessionLoadCount and Data.Seq never go back. An
+ * absent field (-1: a gift-only document) is skipped. */
+static void check_observed(checker *c, int players)
+{
+    int64_t(*last)[2] = calloc((size_t)players, sizeof *last);
+    if (!last)
+        exit(2);
+    for (size_t i = 0; i < c->j.observed.n; i++) {
+        obs_rec *o = &c->j.observed.v[i];
+        if (o->key < 0 || o->key >= players)
+            continue;
+        char key[32];
+        key_name(key, o->key);
+        int64_t *l = last[o->key];
+        if (o->count >= 0 && o->count < l[0])
+            violation(c, "%s: the store went back from SessionLoadCount %lld to %lld",
+                      key, (long long)l[0], (long long)o->count);
+        if (o->seq >= 0 && o->seq < l[1])
+            violation(c, "%s: the store went back from Seq %lld to %lld (session %lld): an "
+                         "older Data overwrote a newer one", key, (long long)l[1],
+                      (long long)o->seq, (long long)o->count);
+        if (o->count > l[0])
+            l[0] = o->count;
+        if (o->seq > l[1])
+            l[1] = o->seq;
+    }
+    free(last);
 }
 
 /* ---- checks on the store -------------------------------------------------------- */
@@ -505,6 +547,7 @@ int sim_check_run(sim_check *out, const sim_options *o, int final)
     check_store(&c, out, &st);
     if (final) {
         check_sessions(&c);
+        check_observed(&c, o->players);
         check_deliveries(&c, &st);
     }
     out->violations = c.violations;

@@ -73,6 +73,7 @@ typedef struct run {
     slot slots[SIM_MAX_SERVERS];
     uint64_t rng;
     long kills, crashes;
+    pid_t watcher;
     int quiet;
     double start;
 } run;
@@ -243,6 +244,32 @@ static int reset_store(const sim_options *o)
 
 /* ---- processes ------------------------------------------------------------------ */
 
+static pid_t spawn_watcher(run *r)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/watcher.log", r->o.journal_dir);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(sim_watcher_main(&r->o, path));
+    return pid;
+}
+
+static void stop_watcher(run *r)
+{
+    int status = 0;
+    if (r->watcher <= 0)
+        return;
+    kill(r->watcher, SIGTERM);
+    waitpid(r->watcher, &status, 0);
+    r->watcher = 0;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        fprintf(stderr, "profilesim: the watcher failed (status 0x%x)\n", status);
+        r->crashes++;
+    }
+}
+
 static pid_t spawn(run *r, int index, int restart)
 {
     char job[96], path[4096];
@@ -311,6 +338,11 @@ static void reap(run *r, double now)
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        if (pid == r->watcher) {
+            fprintf(stderr, "\nprofilesim: the watcher died (status 0x%x)\n", status);
+            r->watcher = 0;
+            r->crashes++;
+        }
         for (int i = 0; i < r->o.servers; i++) {
             if (r->slots[i].pid != pid)
                 continue;
@@ -389,6 +421,7 @@ static void play_phase(run *r)
     double end = r->start + r->o.duration, next_kill = r->start + 1 + 2 * rng_unit(r);
     double last_print = r->start, last_t = r->start;
     long last_loads = 0, last_saves = 0;
+    r->watcher = spawn_watcher(r);
     for (int i = 0; i < r->o.servers; i++)
         r->slots[i].pid = spawn(r, i, 0);
     while (!g_interrupted) {
@@ -505,6 +538,7 @@ int main(int argc, char **argv)
         return 2;
     printf("draining pending global updates and dead locks…\n");
     run_drain(&r);
+    stop_watcher(&r);
     printf("checking journals against the final store…\n");
     if (sim_check_run(&after, &r.o, 1) != 0)
         return 2;

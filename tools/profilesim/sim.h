@@ -83,6 +83,12 @@ int sim_server_main(const sim_options *o, sim_board *board, const sim_server_arg
 void sim_key(char *out, size_t size, int index);
 int sim_key_index(const char *key);
 
+/* ---- watcher.c ------------------------------------------------------------------ */
+
+/* The read-only observer process (raw backend gets only): journals each change of a
+ * key's (SessionLoadCount, Data.Seq) until SIGTERM. @return the exit status. */
+int sim_watcher_main(const sim_options *o, const char *journal_path);
+
 /* ---- checker.c ------------------------------------------------------------------ */
 
 typedef struct sim_totals {
