@@ -289,12 +289,12 @@ static lps_profile *check_profile(lua_State *L, int idx)
     lps_profile *lp = luaL_checkudata(L, idx, LPS_PROFILE);
     if (!lp->p)
         luaL_error(L, "the profile was garbage-collected");
+    lp->st->L = L; /* callbacks of what this method starts run on this thread */
     return lp;
 }
 
 static int pr_is_active(lua_State *L)
 {
-    lps__enter(L);
     lps_profile *lp = check_profile(L, 1);
     lua_pushboolean(L, ps_profile_is_active(lp->p));
     return 1;
@@ -322,7 +322,6 @@ static int push_meta_tags(lua_State *L, lps_profile *lp)
 /* Profile:GetMetaTag(tag_name) → value. */
 static int pr_get_meta_tag(lua_State *L)
 {
-    lps__enter(L);
     lps_profile *lp = check_profile(L, 1);
     const char *name = check_tag_name(L, 2);
     if (push_meta_tags(L, lp) != LUA_TTABLE)
@@ -344,7 +343,6 @@ static void check_writable(lua_State *L, lps_profile *lp, const char *what)
 /* Profile:SetMetaTag(tag_name, value): saved with the profile, like Data. */
 static int pr_set_meta_tag(lua_State *L)
 {
-    lps__enter(L);
     lps_profile *lp = check_profile(L, 1);
     const char *name = check_tag_name(L, 2);
     check_writable(L, lp, "SetMetaTag");
@@ -390,8 +388,8 @@ static void release_listener(ps_profile *p, int64_t place_id, const char *job_id
 /* Profile:ListenToRelease(listener) → ScriptConnection; listener(place_id, job_id). */
 static int pr_listen_to_release(lua_State *L)
 {
-    lps_state *st = lps__enter(L);
     lps_profile *lp = check_profile(L, 1);
+    lps_state *st = lp->st;
     lps_record *r = lps__record_new(L, st, 2);
     ps_connection *c = NULL;
     if (ps_profile_listen_to_release(&c, lp->p, release_listener, r, lps__record_free) !=
@@ -406,7 +404,6 @@ static int pr_listen_to_release(lua_State *L)
 /* Profile:Release(): does not yield; the final save is written by a worker. */
 static int pr_release(lua_State *L)
 {
-    lps__enter(L);
     lps_profile *lp = check_profile(L, 1);
     if (ps_profile_release(lp->p) != PS_OK)
         return lps__raise_last(L);
@@ -416,8 +413,8 @@ static int pr_release(lua_State *L)
 /* Profile:Save(): converts Data and MetaTags now, so a bad value raises here. */
 static int pr_save(lua_State *L)
 {
-    lps_state *st = lps__enter(L);
     lps_profile *lp = check_profile(L, 1);
+    lps_state *st = lp->st;
     if (lp->is_view || !ps_profile_is_active(lp->p)) {
         ps_profile_save(lp->p); /* PS_EVIEW / PS_ERELEASED with the library's message */
         return lps__raise_last(L);
@@ -480,8 +477,9 @@ static int pr_newindex(lua_State *L)
 
 static int pr_gc(lua_State *L)
 {
-    lps_state *st = lps__enter(L);
     lps_profile *lp = luaL_checkudata(L, 1, LPS_PROFILE);
+    lps_state *st = lp->st;
+    st->L = L;
     if (lp->p && !lp->is_view) {
         unlink_profile(st, lp);
         /* A release save may still be queued: give it the latest Data. */
@@ -545,6 +543,7 @@ void lps__invalidate_gu(void *handler_gu)
 static lps_gu *check_gu(lua_State *L)
 {
     lps_gu *g = luaL_checkudata(L, 1, LPS_GU);
+    g->st->L = L;
     if (g->kind == GU_HANDLER && !g->gu)
         luaL_error(L, "this GlobalUpdates belonged to an update_handler that has returned; "
                       "it can only be used inside the handler");
@@ -560,7 +559,6 @@ static lps_gu *check_gu(lua_State *L)
 
 static int push_updates(lua_State *L, int locked)
 {
-    lps__enter(L);
     lps_gu *g = check_gu(L);
     json_t *list = NULL;
     int rc = locked ? ps_global_updates_get_locked_updates(&list, g->gu)
@@ -613,8 +611,8 @@ static void locked_listener(ps_global_updates *gu, int64_t id, json_t *data, voi
 
 static int listen(lua_State *L, int locked)
 {
-    lps_state *st = lps__enter(L);
     lps_gu *g = check_gu(L);
+    lps_state *st = g->st;
     lps_record *r = lps__record_new(L, st, 2);
     ps_connection *c = NULL;
     int rc = locked ? ps_global_updates_listen_to_new_locked_update(
@@ -649,7 +647,6 @@ static int64_t check_update_id(lua_State *L, int idx)
 /* GlobalUpdates:LockActiveUpdate(update_id) */
 static int gu_lock(lua_State *L)
 {
-    lps__enter(L);
     lps_gu *g = check_gu(L);
     if (ps_global_updates_lock_active_update(g->gu, check_update_id(L, 2)) != PS_OK)
         return lps__raise_last(L);
@@ -659,7 +656,6 @@ static int gu_lock(lua_State *L)
 /* GlobalUpdates:ClearLockedUpdate(update_id) */
 static int gu_clear_locked(lua_State *L)
 {
-    lps__enter(L);
     lps_gu *g = check_gu(L);
     if (ps_global_updates_clear_locked_update(g->gu, check_update_id(L, 2)) != PS_OK)
         return lps__raise_last(L);
@@ -679,7 +675,6 @@ static json_t *check_update_data(lua_State *L, int idx)
 /* GlobalUpdates:AddActiveUpdate(update_data) → update_id (inside update_handler). */
 static int gu_add(lua_State *L)
 {
-    lps__enter(L);
     lps_gu *g = check_gu(L);
     json_t *data = check_update_data(L, 2);
     int64_t id = 0;
@@ -692,7 +687,6 @@ static int gu_add(lua_State *L)
 /* GlobalUpdates:ChangeActiveUpdate(update_id, update_data) (inside update_handler). */
 static int gu_change(lua_State *L)
 {
-    lps__enter(L);
     lps_gu *g = check_gu(L);
     int64_t id = check_update_id(L, 2);
     json_t *data = check_update_data(L, 3);
@@ -704,7 +698,6 @@ static int gu_change(lua_State *L)
 /* GlobalUpdates:ClearActiveUpdate(update_id) (inside update_handler). */
 static int gu_clear_active(lua_State *L)
 {
-    lps__enter(L);
     lps_gu *g = check_gu(L);
     if (ps_global_updates_clear_active_update(g->gu, check_update_id(L, 2)) != PS_OK)
         return lps__raise_last(L);
@@ -763,7 +756,12 @@ void lps__profile_open(lua_State *L, lps_state *st)
     (void)st;
     /* Profile: __index is a function (Data, MetaData, GlobalUpdates, the script's
      * own fields, then the methods: upvalue 2). */
-    luaL_newmetatable(L, LPS_PROFILE);
+    /* Methods find their state in their object: a second instance of the module
+     * (package.loadlib, a second "server" in one process) shares the metatables. */
+    if (!luaL_newmetatable(L, LPS_PROFILE)) {
+        lua_pop(L, 1);
+        return;
+    }
     lua_pushvalue(L, -2);
     luaL_setfuncs(L, profile_meta, 1);
     lua_pushvalue(L, -2);

@@ -210,6 +210,7 @@ typedef struct lps_sig {
 /* Connection userdata: a listener of a service signal (Lua list) or of a profile's
  * C signal (record). */
 typedef struct lps_conn {
+    lps_state *st;
     int on_signal;       /* 1: uservalue 1 is the function, 2 the Signal */
     int connected;
     lps_record *record;  /* C connections: NULL once disconnected or owner freed */
@@ -301,11 +302,10 @@ void lps__emit(lps_state *st, lps_signal_kind kind, int (*push)(lua_State *L, vo
 
 static int s_connect(lua_State *L)
 {
-    lps_state *st = lps__enter(L);
     lps_sig *sig = luaL_checkudata(L, 1, LPS_SIGNAL);
     luaL_checktype(L, 2, LUA_TFUNCTION);
-    (void)st;
     lps_conn *c = lua_newuserdatauv(L, sizeof *c, 2);
+    c->st = sig->st;
     c->on_signal = 1;
     c->connected = 1;
     c->record = NULL;
@@ -335,6 +335,7 @@ lps_record *lps__record_new(lua_State *L, lps_state *st, int fn_index)
     fn_index = lua_absindex(L, fn_index);
     luaL_checktype(L, fn_index, LUA_TFUNCTION);
     lps_conn *c = lua_newuserdatauv(L, sizeof *c, 0);
+    c->st = st;
     c->on_signal = 0;
     c->connected = 0;
     c->record = NULL;
@@ -395,13 +396,15 @@ void lps__record_call(lps_record *record, const char *what,
 
 static lps_conn *check_connection(lua_State *L)
 {
-    return luaL_checkudata(L, 1, LPS_CONNECTION);
+    lps_conn *c = luaL_checkudata(L, 1, LPS_CONNECTION);
+    c->st->L = L;
+    return c;
 }
 
 static int c_disconnect(lua_State *L)
 {
-    lps_state *st = lps__enter(L);
     lps_conn *c = check_connection(L);
+    lps_state *st = c->st;
     if (!c->on_signal) {
         if (c->record && c->record->connection)
             ps_connection_disconnect(c->record->connection); /* frees the record */
@@ -430,8 +433,7 @@ static int c_index(lua_State *L)
         return 1;
     }
     if (strcmp(key, "Disconnect") == 0) {
-        lua_pushvalue(L, lua_upvalueindex(1));
-        lua_pushcclosure(L, c_disconnect, 1);
+        lua_pushcfunction(L, c_disconnect);
         return 1;
     }
     return 0;
@@ -771,7 +773,10 @@ static void make_signal(lua_State *L, lps_state *st, lps_signal_kind kind)
 static void create_meta(lua_State *L, const char *name, const luaL_Reg *meta,
                         const luaL_Reg *methods)
 {
-    luaL_newmetatable(L, name);
+    if (!luaL_newmetatable(L, name)) { /* a second instance of the module: shared */
+        lua_pop(L, 1);
+        return;
+    }
     lua_pushvalue(L, -2); /* st */
     luaL_setfuncs(L, meta, 1);
     if (methods) {
@@ -809,11 +814,12 @@ __attribute__((visibility("default"))) int luaopen_profileservice(lua_State *L)
     ps_config_init(&st->config);
     st->clock_ref = st->sleep_ref = LUA_NOREF;
     atomic_store(&st->now, (double)time(NULL));
-    luaL_newmetatable(L, LPS_STATE);
-    lua_pushcfunction(L, state_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, state_gc);
-    lua_setfield(L, -2, "__close");
+    if (luaL_newmetatable(L, LPS_STATE)) {
+        lua_pushcfunction(L, state_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_pushcfunction(L, state_gc);
+        lua_setfield(L, -2, "__close");
+    }
     lua_setmetatable(L, -2);
     lua_pushvalue(L, -1);
     luaL_ref(L, LUA_REGISTRYINDEX); /* the state lives as long as the Lua state */

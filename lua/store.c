@@ -341,7 +341,9 @@ static int run_call(lua_State *L, lps_store *s, const char *key, lps_waiter *w,
 
 static lps_store *check_store(lua_State *L)
 {
-    return luaL_checkudata(L, 1, LPS_STORE);
+    lps_store *s = luaL_checkudata(L, 1, LPS_STORE);
+    s->st->L = L;
+    return s;
 }
 
 static int load_async(lps_store *s, const char *key, lps_waiter *w)
@@ -361,8 +363,8 @@ static int load_blocking(lps_store *s, const char *key, lps_waiter *w)
 /* ProfileStore:LoadProfileAsync(profile_key, not_released_handler) → Profile or nil. */
 static int st_load(lua_State *L)
 {
-    lps_state *st = lps__enter(L);
     lps_store *s = check_store(L);
+    lps_state *st = s->st;
     const char *key = luaL_checkstring(L, 2);
     int t = lua_type(L, 3);
     ps_not_released_action fixed = 0;
@@ -394,8 +396,8 @@ static int view_blocking(lps_store *s, const char *key, lps_waiter *w)
 /* ProfileStore:ViewProfileAsync(profile_key) → Profile (view) or nil. */
 static int st_view(lua_State *L)
 {
-    lps_state *st = lps__enter(L);
     lps_store *s = check_store(L);
+    lps_state *st = s->st;
     const char *key = luaL_checkstring(L, 2);
     if (ps_service_locked(lps__service(L, st))) {
         lua_pushnil(L);
@@ -417,8 +419,8 @@ static int gu_blocking(lps_store *s, const char *key, lps_waiter *w)
 /* ProfileStore:GlobalUpdateProfileAsync(profile_key, update_handler) → GlobalUpdates. */
 static int st_global_update(lua_State *L)
 {
-    lps_state *st = lps__enter(L);
     lps_store *s = check_store(L);
+    lps_state *st = s->st;
     const char *key = luaL_checkstring(L, 2);
     luaL_checktype(L, 3, LUA_TFUNCTION);
     if (ps_service_locked(lps__service(L, st))) {
@@ -474,7 +476,10 @@ static const luaL_Reg store_methods[] = {{"LoadProfileAsync", st_load},
 void lps__store_open(lua_State *L, lps_state *st)
 {
     (void)st;
-    luaL_newmetatable(L, LPS_STORE);
+    if (!luaL_newmetatable(L, LPS_STORE)) { /* a second instance: shared */
+        lua_pop(L, 1);
+        return;
+    }
     lua_pushvalue(L, -2);
     luaL_setfuncs(L, store_meta, 1);
     lua_newtable(L);

@@ -14,6 +14,7 @@
 #include "error.h"
 #include "profile.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -622,6 +623,7 @@ typedef struct gu_request {
     ps_global_updates_done_fn done;
     void *userdata;
     int handler_runs;
+    char request_id[300]; /* job id + sequence: makes a retried write idempotent */
 } gu_request;
 
 /* One op reads (edits == NULL) or writes (replays edits). */
@@ -647,6 +649,37 @@ static void gu_op_dispose(ps_op *base)
     free(op);
 }
 
+/* The ids of the last global update writes, kept in the document: a write whose reply
+ * was lost (it committed, the caller saw an error) is retried, and must not add its
+ * gifts twice. Unknown to ProfileService, which keeps such fields as they are. */
+#define GU_REQUESTS_FIELD "GlobalUpdateRequestIds"
+#define GU_REQUESTS_KEPT 64
+
+static int request_seen(const json_t *doc, const char *request_id)
+{
+    json_t *ids = json_object_get(doc, GU_REQUESTS_FIELD);
+    for (size_t i = 0; i < json_array_size(ids); i++)
+        if (json_is_string(json_array_get(ids, i)) &&
+            strcmp(json_string_value(json_array_get(ids, i)), request_id) == 0)
+            return 1;
+    return 0;
+}
+
+static int request_remember(json_t *doc, const char *request_id)
+{
+    json_t *ids = json_object_get(doc, GU_REQUESTS_FIELD);
+    if (!json_is_array(ids)) {
+        ids = json_array();
+        if (!ids || json_object_set_new(doc, GU_REQUESTS_FIELD, ids))
+            return ps__error_oom();
+    }
+    if (json_array_append_new(ids, json_string(request_id)))
+        return ps__error_oom();
+    while (json_array_size(ids) > GU_REQUESTS_KEPT)
+        json_array_remove(ids, 0);
+    return PS_OK;
+}
+
 static int gu_transform(ps_write *out, const ps_bytes *current, void *userdata)
 {
     gu_op *op = userdata;
@@ -659,11 +692,17 @@ static int gu_transform(ps_write *out, const ps_bytes *current, void *userdata)
                                  current ? current->len : 0);
     if (rc == PS_OK)
         op->current = json_incref(json_object_get(doc, "GlobalUpdates"));
+    if (rc == PS_OK && request_seen(doc, op->request->request_id)) {
+        op->result = doc; /* an earlier attempt committed: nothing more to write */
+        return PS_OK;
+    }
     if (rc == PS_OK && (rc = replay_edits(doc, op->edits)) == GU_EDIT_STALE) {
         op->stale = 1;
         json_decref(doc);
         return PS_OK; /* write nothing; the host re-runs the handler */
     }
+    if (rc == PS_OK)
+        rc = request_remember(doc, op->request->request_id);
     if (rc == PS_OK)
         rc = ps__doc_mark_written(doc, out, &op->report);
     if (rc == PS_OK)
@@ -821,6 +860,8 @@ static int gu_start(ps_profile_store *store, const char *key,
     r->handler_userdata = handler_userdata;
     r->done = done;
     r->userdata = userdata;
+    snprintf(r->request_id, sizeof r->request_id, "%s:%llu", store->service->job_id,
+             ++store->service->gu_request_seq);
     return gu_submit(r, NULL);
 }
 

@@ -123,6 +123,7 @@ struct ps_service {
     double autosave_last_tick;
 
     ps_profile *profiles; /* every live profile object, for service_free */
+    unsigned long long gu_request_seq; /* numbers GlobalUpdateProfileAsync calls */
 };
 
 struct ps_profile_store {

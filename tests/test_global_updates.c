@@ -314,7 +314,10 @@ static void test_full_lifecycle(void)
     PS_ASSERT(rc == PS_EINVAL || rc == PS_EVIEW);
     ps_global_updates_free(result);
     char *raw = stored_raw(name, "Player_1");
-    PS_ASSERT_STR_EQ(raw, "{\"GlobalUpdates\":[1,[[1,1,false,{\"Coins\":5}]]]}");
+    /* ProfileService's gift-only layout, plus the ids of recent gift writes that make
+     * a retried write idempotent (a field ProfileService keeps as it is). */
+    PS_ASSERT_STR_EQ(raw, "{\"GlobalUpdateRequestIds\":[\"job-life:1\"],"
+                          "\"GlobalUpdates\":[1,[[1,1,false,{\"Coins\":5}]]]}");
     free(raw);
 
     /* Load: the update is there, Active; no listener fires at load, nor at a save that

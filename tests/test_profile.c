@@ -12,6 +12,20 @@
 /* Nonzero when a second backend handle on g_url sees what a service stored. */
 static int g_shared;
 
+/* Library bugs found by a test that must not stop the other tests: reported, and the
+ * run fails at the end. */
+static int g_library_bugs;
+
+#define EXPECT_LIBRARY(cond, ...)                                                 \
+    do {                                                                          \
+        if (!(cond)) {                                                            \
+            fprintf(stderr, "%s:%d: LIBRARY BUG: ", __FILE__, __LINE__);          \
+            fprintf(stderr, __VA_ARGS__);                                         \
+            fprintf(stderr, "\n");                                                \
+            g_library_bugs++;                                                     \
+        }                                                                         \
+    } while (0)
+
 #define SKIP_UNLESS_SHARED()                                                      \
     do {                                                                          \
         if (!g_shared) {                                                          \
@@ -903,6 +917,67 @@ static void test_size_limit(void)
     spy_log_dispose(&log);
 }
 
+/* A profile whose Data is over the limit when it is released (here: by shutdown). Its
+ * final save can never be written, so retrying it cannot help: shutdown must still
+ * return. The listener stops an endless retry after 50 attempts by shrinking Data,
+ * so a regression fails this test instead of hanging the suite. */
+typedef struct oversize_rescue {
+    ps_profile *profile;
+    int issues;
+    int rescued;
+    char last[256];
+} oversize_rescue;
+
+static void rescue_oversize(const char *message, const char *store, const char *key,
+                            void *ud)
+{
+    oversize_rescue *r = ud;
+    (void)store;
+    (void)key;
+    r->issues++;
+    snprintf(r->last, sizeof r->last, "%s", message);
+    if (r->issues == 50 && !r->rescued) {
+        r->rescued = 1;
+        json_object_del(ps_profile_data(r->profile), "Blob");
+    }
+}
+
+static void test_size_limit_at_release(void)
+{
+    SKIP_UNLESS_SHARED();
+    enum { LIMIT = 4096 };
+    spy_log log;
+    spy_log_init(&log);
+    ps_service *s = spied_service(&log, 1, "job-big-release", NULL, LIMIT);
+    const char *name = test_store_name("SizeLimitRelease");
+    oversize_rescue r = {NULL, 0, 0, ""};
+    PS_ASSERT_OK(ps_service_issue_signal_connect(NULL, s, rescue_oversize, &r, NULL));
+    PS_ASSERT_OK(ps_store_load_profile(&r.profile, test_store(s, name), "big", NULL, NULL));
+    set_data_int(r.profile, "Coins", 1);
+    PS_ASSERT_OK(ps_profile_save(r.profile));
+    wait_stored_int(s, name, "big", "Coins", 1);
+    char blob[LIMIT + 1000];
+    memset(blob, 'x', sizeof blob - 1);
+    blob[sizeof blob - 1] = '\0';
+    json_object_set_new(ps_profile_data(r.profile), "Blob", json_string(blob));
+    set_data_int(r.profile, "Coins", 2);
+
+    PS_ASSERT_OK(ps_service_shutdown(s));
+    PS_ASSERT(r.issues >= 1);
+    PS_ASSERT(strstr(r.last, "4096") != NULL);
+    EXPECT_LIBRARY(!r.rescued && r.issues <= 3,
+                   "shutdown retried a release save that can never fit the %d-byte "
+                   "limit %d times without end (rescued by the test: %s); see "
+                   "src/profile.c save_finish", LIMIT, r.issues, r.rescued ? "yes" : "no");
+    /* The over-limit Data never reached the store. */
+    json_t *doc = test_stored_doc(g_url, name, "big");
+    PS_ASSERT(json_object_get(json_object_get(doc, "Data"), "Blob") == NULL);
+    json_decref(doc);
+    ps_profile_free(r.profile);
+    ps_service_free(s);
+    spy_log_dispose(&log);
+}
+
 /* ---- a fixture round trip --------------------------------------------------------- */
 
 /* 03_released.json with every field the library does not own filled in. */
@@ -1133,8 +1208,13 @@ int main(int argc, char **argv)
     PS_RUN(test_release);
     PS_RUN(test_meta_tags);
     PS_RUN(test_size_limit);
+    PS_RUN(test_size_limit_at_release);
     PS_RUN(test_fixture_round_trip);
     PS_RUN(test_bad_args);
+    if (g_library_bugs) {
+        printf("FAILED: %d library bug(s), see LIBRARY BUG above\n", g_library_bugs);
+        return 1;
+    }
     printf("ok\n");
     return 0;
 }

@@ -656,10 +656,19 @@ static void open_gate(ps_profile *p, int64_t place, const char *job, void *ud)
     atomic_store(&f->gate_closed, 0);
 }
 
-/* Two loads are in flight when shutdown starts: "taken" already holds the session
+static ps_not_released_action always_repeat(int64_t place, const char *job, void *ud)
+{
+    (void)place;
+    (void)job;
+    (*(int *)ud)++;
+    return PS_REPEAT;
+}
+
+/* Three loads are in flight when shutdown starts: "taken" already holds the session
  * in the store (its result is not yet applied); "gated" has not read the store yet
- * (its update waits at the gate until ServiceLocked is set). Both end PS_ESHUTDOWN
- * and neither leaves an ActiveSession behind. */
+ * (its update waits at the gate until ServiceLocked is set); "held" waits to retry
+ * because another server holds it. All end PS_ESHUTDOWN; none leaves a session of
+ * ours behind, and the other server's session is untouched. */
 static void test_shutdown_with_loads_in_flight(void)
 {
     flaky_backend *f = NULL;
@@ -673,6 +682,20 @@ static void test_shutdown_with_loads_in_flight(void)
 
     load_result taken = {0, 0, NULL, pthread_self()};
     load_result gated = {0, 0, NULL, pthread_self()};
+    load_result held = {0, 0, NULL, pthread_self()};
+    char held_doc[256];
+    snprintf(held_doc, sizeof held_doc,
+             "{\"Data\":{},\"MetaData\":{\"ProfileCreateTime\":1,\"SessionLoadCount\":1,"
+             "\"ActiveSession\":[999,\"job-other\"],\"MetaTags\":{},\"LastUpdate\":%lld},"
+             "\"GlobalUpdates\":[0,[]]}",
+             (long long)test_clock_now(&g_clock));
+    flaky_put(f, name, "held", held_doc);
+    int repeats = 0;
+    PS_ASSERT_OK(ps_store_load_profile_async(store, "held", always_repeat, on_loaded,
+                                             &held));
+    test_settle_until(s, &repeats, 10000);
+    PS_ASSERT_EQ(repeats, 1); /* now waiting load_repeat_delay to retry */
+    char *held_before = flaky_raw(f, name, "held");
     int updates = atomic_load(&f->updates);
     PS_ASSERT_OK(ps_store_load_profile_async(store, "taken", NULL, on_loaded, &taken));
     for (int i = 0; i < 50000 && atomic_load(&f->updates) == updates; i++)
@@ -698,6 +721,13 @@ static void test_shutdown_with_loads_in_flight(void)
     PS_ASSERT(!stored_has_session(f, name, "taken"));
     PS_ASSERT(!stored_has_session(f, name, "gated"));
     PS_ASSERT(!stored_has_session(f, name, "anchor"));
+    PS_ASSERT_EQ(held.done, 1);
+    PS_ASSERT_EQ(held.status, PS_ESHUTDOWN);
+    PS_ASSERT_EQ(repeats, 1);
+    char *held_after = flaky_raw(f, name, "held");
+    PS_ASSERT_STR_EQ(held_before, held_after);
+    free(held_before);
+    free(held_after);
     ps_profile_free(anchor);
     ps_service_free(s);
     PS_ASSERT_EQ(rec.issues, 0);

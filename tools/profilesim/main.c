@@ -192,10 +192,8 @@ static int collect(const char *key, void *ud)
     return 0;
 }
 
-/* Opens the store once in the parent (no service, closed before any fork), so the
- * servers start on an existing store: several processes opening a brand-new SQLite
- * file at the same moment can fail with "journal mode: database is locked" (library
- * finding: src/backend/sqlite.c init_schema, PRAGMA journal_mode=WAL, SQLITE_BUSY). */
+/* Opens the store once in the parent (no service, closed before any fork): a store
+ * that cannot be opened is a usage error (exit 2) reported once, not by N servers. */
 static int create_store(const sim_options *o)
 {
     ps_backend *b = NULL;
