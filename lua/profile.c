@@ -382,7 +382,7 @@ static void release_listener(ps_profile *p, int64_t place_id, const char *job_id
 {
     release_args a = {place_id, job_id};
     (void)p;
-    lps__record_call(userdata, "a ListenToRelease listener", push_release, &a);
+    lps__record_call(userdata, "ListenToRelease listener", push_release, &a);
 }
 
 /* Profile:ListenToRelease(listener) → ScriptConnection; listener(place_id, job_id). */
@@ -599,14 +599,14 @@ static void active_listener(ps_global_updates *gu, int64_t id, json_t *data, voi
 {
     update_args a = {id, data};
     (void)gu;
-    lps__record_call(ud, "a ListenToNewActiveUpdate listener", push_update, &a);
+    lps__record_call(ud, "ListenToNewActiveUpdate listener", push_update, &a);
 }
 
 static void locked_listener(ps_global_updates *gu, int64_t id, json_t *data, void *ud)
 {
     update_args a = {id, data};
     (void)gu;
-    lps__record_call(ud, "a ListenToNewLockedUpdate listener", push_update, &a);
+    lps__record_call(ud, "ListenToNewLockedUpdate listener", push_update, &a);
 }
 
 static int listen(lua_State *L, int locked)

@@ -288,7 +288,7 @@ void lps__emit(lps_state *st, lps_signal_kind kind, int (*push)(lua_State *L, vo
     lua_pop(L, 1);
     int n = sig->count; /* listeners connected during the emission wait for the next */
     char err[LPS_MESSAGE_MAX], what[64];
-    snprintf(what, sizeof what, "a %s listener", signal_names[kind]);
+    snprintf(what, sizeof what, "%s listener", signal_names[kind]);
     sig->emitting++;
     for (int i = 1; i <= n; i++) {
         emit_args a = {sig, i, push, arg};
@@ -535,6 +535,14 @@ ps_service *lps__service(lua_State *L, lps_state *st)
 
 /* ---- ProfileService.Configure{…} ------------------------------------------------- */
 
+/* Settings parsed from one Configure call; committed only when all of them are valid. */
+typedef struct pending_config {
+    ps_config config;
+    char *store_url, *job_id;      /* NULL: unchanged */
+    lps_clock_mode clock_mode;
+    int clock_ref, sleep_ref;      /* LUA_NOREF: unchanged */
+} pending_config;
+
 typedef enum setting_type { SET_NUMBER, SET_INT } setting_type;
 
 typedef struct setting {
@@ -554,9 +562,9 @@ static const setting settings[] = {
     NUM(issue_last, 1e-9),            NUM(critical_state_last, 0),
     INT(worker_threads, 1),           {NULL, SET_NUMBER, 0, 0}};
 
-static void configure_number(lua_State *L, lps_state *st, const setting *s)
+static void configure_number(lua_State *L, pending_config *pc, const setting *s)
 {
-    char *field = (char *)&st->config + s->offset;
+    char *field = (char *)&pc->config + s->offset;
     if (s->type == SET_INT) {
         int isint;
         lua_Integer v = lua_tointegerx(L, -1, &isint);
@@ -585,65 +593,105 @@ static void replace_string(lua_State *L, char **slot, const char *name)
     *slot = copy;
 }
 
-static void configure_clock(lua_State *L, lps_state *st)
+static void replace_ref(lua_State *L, int *slot)
 {
+    luaL_unref(L, LUA_REGISTRYINDEX, *slot);
+    lua_pushvalue(L, -1);
+    *slot = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+static void configure_clock(lua_State *L, pending_config *pc)
+{
+    const char *mode = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
     if (lua_type(L, -1) == LUA_TFUNCTION) {
-        luaL_unref(L, LUA_REGISTRYINDEX, st->clock_ref);
-        lua_pushvalue(L, -1);
-        st->clock_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-        st->clock_mode = CLOCK_FUNCTION;
-        return;
-    }
-    const char *mode = lua_tostring(L, -1);
-    if (lua_type(L, -1) == LUA_TSTRING && strcmp(mode, "virtual") == 0) {
-        st->clock_mode = CLOCK_VIRTUAL;
-        atomic_store(&st->now, (double)time(NULL));
-    } else if (lua_type(L, -1) == LUA_TSTRING && strcmp(mode, "system") == 0) {
-        st->clock_mode = CLOCK_SYSTEM;
+        replace_ref(L, &pc->clock_ref);
+        pc->clock_mode = CLOCK_FUNCTION;
+    } else if (strcmp(mode, "virtual") == 0) {
+        pc->clock_mode = CLOCK_VIRTUAL;
+    } else if (strcmp(mode, "system") == 0) {
+        pc->clock_mode = CLOCK_SYSTEM;
     } else {
         luaL_error(L, "ProfileService.Configure: clock must be a function returning "
                       "seconds, \"virtual\" or \"system\"");
     }
 }
 
-static void configure_one(lua_State *L, lps_state *st, const char *key)
+static void configure_one(lua_State *L, pending_config *pc, const char *key)
 {
+    int isint;
     for (const setting *s = settings; s->name; s++) {
         if (strcmp(key, s->name) == 0) {
-            configure_number(L, st, s);
+            configure_number(L, pc, s);
             return;
         }
     }
     if (strcmp(key, "store") == 0) {
-        replace_string(L, &st->store_url, key);
+        replace_string(L, &pc->store_url, key);
     } else if (strcmp(key, "job_id") == 0) {
-        replace_string(L, &st->job_id, key);
+        replace_string(L, &pc->job_id, key);
     } else if (strcmp(key, "place_id") == 0) {
-        int isint;
-        st->config.place_id = (int64_t)lua_tointegerx(L, -1, &isint);
+        pc->config.place_id = (int64_t)lua_tointegerx(L, -1, &isint);
         if (!isint)
             luaL_error(L, "ProfileService.Configure: place_id must be an integer");
     } else if (strcmp(key, "max_document_size") == 0) {
-        int isint;
         lua_Integer v = lua_tointegerx(L, -1, &isint);
         if (!isint || v < 64)
             luaL_error(L, "ProfileService.Configure: max_document_size must be an "
                           "integer >= 64");
-        st->config.max_document_size = (size_t)v;
+        pc->config.max_document_size = (size_t)v;
     } else if (strcmp(key, "clock") == 0) {
-        configure_clock(L, st);
+        configure_clock(L, pc);
     } else if (strcmp(key, "sleep") == 0) {
-        luaL_checktype(L, -1, LUA_TFUNCTION);
-        luaL_unref(L, LUA_REGISTRYINDEX, st->sleep_ref);
-        lua_pushvalue(L, -1);
-        st->sleep_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        if (lua_type(L, -1) != LUA_TFUNCTION)
+            luaL_error(L, "ProfileService.Configure: sleep must be a function");
+        replace_ref(L, &pc->sleep_ref);
     } else {
         luaL_error(L, "ProfileService.Configure: unknown setting \"%s\"", key);
     }
 }
 
+/* Protected: parses the table at 1 into the pending_config at 2. */
+static int configure_parse(lua_State *L)
+{
+    pending_config *pc = lua_touserdata(L, 2);
+    lua_settop(L, 2);
+    lua_pushnil(L);
+    while (lua_next(L, 1)) {
+        if (lua_type(L, -2) != LUA_TSTRING)
+            return luaL_error(L, "ProfileService.Configure: setting names are strings");
+        configure_one(L, pc, lua_tostring(L, -2));
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
+static void commit_config(lua_State *L, lps_state *st, pending_config *pc)
+{
+    st->config = pc->config;
+    if (pc->store_url) {
+        free(st->store_url);
+        st->store_url = pc->store_url;
+    }
+    if (pc->job_id) {
+        free(st->job_id);
+        st->job_id = pc->job_id;
+    }
+    if (pc->clock_mode == CLOCK_VIRTUAL && st->clock_mode != CLOCK_VIRTUAL)
+        atomic_store(&st->now, (double)time(NULL));
+    st->clock_mode = pc->clock_mode;
+    if (pc->clock_ref != LUA_NOREF) {
+        luaL_unref(L, LUA_REGISTRYINDEX, st->clock_ref);
+        st->clock_ref = pc->clock_ref;
+    }
+    if (pc->sleep_ref != LUA_NOREF) {
+        luaL_unref(L, LUA_REGISTRYINDEX, st->sleep_ref);
+        st->sleep_ref = pc->sleep_ref;
+    }
+}
+
 /* ProfileService.Configure{store = URL, place_id = …, job_id = …, clock = …, …}:
- * before first use only; settings not given keep their values. */
+ * before first use only; settings not given keep their values; a call with a bad
+ * setting changes nothing. */
 static int m_configure(lua_State *L)
 {
     lps_state *st = lps__enter(L);
@@ -651,15 +699,25 @@ static int m_configure(lua_State *L)
     if (st->service || st->locked_early)
         return luaL_error(L, "ProfileService.Configure must be called before the first "
                              "use of ProfileService (the service already started)");
-    lua_pushnil(L);
-    while (lua_next(L, 1)) {
-        if (lua_type(L, -2) != LUA_TSTRING)
-            return luaL_error(L, "ProfileService.Configure: setting names are strings");
-        configure_one(L, st, lua_tostring(L, -2));
-        lua_pop(L, 1);
+    pending_config pc = {st->config, NULL, NULL, st->clock_mode, LUA_NOREF, LUA_NOREF};
+    lua_pushcfunction(L, configure_parse);
+    lua_pushvalue(L, 1);
+    lua_pushlightuserdata(L, &pc);
+    int rc = lua_pcall(L, 2, 0, 0);
+    int sleep_ok = (pc.sleep_ref == LUA_NOREF && st->sleep_ref == LUA_NOREF) ||
+                   pc.clock_mode == CLOCK_FUNCTION;
+    if (rc == LUA_OK && !sleep_ok) {
+        lua_pushliteral(L, "ProfileService.Configure: sleep needs a clock function");
+        rc = LUA_ERRRUN;
     }
-    if (st->sleep_ref != LUA_NOREF && st->clock_mode != CLOCK_FUNCTION)
-        return luaL_error(L, "ProfileService.Configure: sleep needs a clock function");
+    if (rc != LUA_OK) {
+        free(pc.store_url);
+        free(pc.job_id);
+        luaL_unref(L, LUA_REGISTRYINDEX, pc.clock_ref);
+        luaL_unref(L, LUA_REGISTRYINDEX, pc.sleep_ref);
+        return lua_error(L);
+    }
+    commit_config(L, st, &pc);
     return 0;
 }
 

@@ -821,6 +821,7 @@ static void gu_op_finish(ps_op *base)
     if (base->status == PS_EBACKEND || base->status == PS_ECONFLICT) {
         ps__service_issue(s, base->message, base->store->name, base->key);
         r->timer.fire = gu_retry_fire;
+        r->timer.early_on_shutdown = 1;
         ps__service_add_timer(s, &r->timer,
                               ps__service_mono_time(s) + s->config.load_repeat_delay);
         return;

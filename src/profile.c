@@ -373,6 +373,7 @@ typedef struct save_op {
     int64_t expected_count;
     json_t *result;           /* the stored document after the call */
     int wrote;
+    int data_dropped;         /* release: Data over the limit, session released alone */
     ps_doc_report report;
 } save_op;
 
@@ -460,12 +461,31 @@ static int save_edit(save_op *op, json_t *doc)
     return PS_OK;
 }
 
+/* A final save whose Data cannot be stored still gives the session back: the stored
+ * Data stays as it was (the last save that fit) and only ActiveSession goes. */
+static int release_keeping_stored_data(ps_write *out, const ps_bytes *current,
+                                       save_op *op, json_t **doc)
+{
+    json_decref(*doc);
+    int rc = ps__document_decode(doc, &op->report, current->data, current->len);
+    if (rc != PS_OK)
+        return rc;
+    json_object_del(json_object_get(*doc, "MetaData"), "ActiveSession");
+    rc = ps__doc_mark_written(*doc, out, &op->report);
+    ps_bytes_dispose(&out->doc);
+    if (rc == PS_OK) /* no limit: these bytes are already stored */
+        rc = ps__document_encode(&out->doc.data, &out->doc.len, *doc, 0);
+    op->data_dropped = rc == PS_OK;
+    return rc;
+}
+
 static int save_transform(ps_write *out, const ps_bytes *current, void *userdata)
 {
     save_op *op = userdata;
     json_decref(op->result);
     op->result = NULL;
     op->wrote = 0;
+    op->data_dropped = 0;
     json_t *doc = NULL;
     int rc = ps__document_decode(&doc, &op->report, current ? current->data : NULL,
                                  current ? current->len : 0);
@@ -478,6 +498,8 @@ static int save_transform(ps_write *out, const ps_bytes *current, void *userdata
         if (rc == PS_OK)
             rc = ps__document_encode(&out->doc.data, &out->doc.len, doc,
                                      op->base.service->config.max_document_size);
+        if (rc == PS_ETOOBIG && op->releasing)
+            rc = release_keeping_stored_data(out, current, op, &doc);
         op->wrote = rc == PS_OK;
     } /* else: the session is lost; write nothing */
     if (rc == PS_OK)
@@ -561,6 +583,13 @@ static void save_finish(ps_op *base)
     }
     if (op->wrote && op->report.bad)
         ps__service_corruption(base->service, base->store->name, base->key);
+    if (op->data_dropped) {
+        char message[256];
+        snprintf(message, sizeof message, "final save: the document is over the %zu-byte "
+                 "size limit; the session was released and the store keeps the last "
+                 "Data that fit", base->service->config.max_document_size);
+        ps__service_issue(base->service, message, base->store->name, base->key);
+    }
     if (op->releasing)
         p->release_pending = 0;
     json_t *meta = json_object_get(op->result, "MetaData");

@@ -517,7 +517,7 @@ static void fire_due_timers(ps_service *s, double now)
     ps_timer *due = NULL, **link = &s->timers;
     while (*link) {
         ps_timer *t = *link;
-        if (t->due <= now || atomic_load(&s->locked)) {
+        if (t->due <= now || (t->early_on_shutdown && atomic_load(&s->locked))) {
             *link = t->next;
             t->next = due;
             due = t;

@@ -88,6 +88,7 @@ typedef struct ps_timer {
     struct ps_timer *next;
     double due;
     void (*fire)(struct ps_timer *timer); /* host */
+    int early_on_shutdown; /* fire at once when the service locks (it will give up) */
 } ps_timer;
 
 /* ---- the service ---------------------------------------------------------------- */

@@ -204,14 +204,16 @@ static void test_recorder_connect(ps_service *s, test_recorder *rec)
     memset(rec, 0, sizeof *rec);
     rec->host = pthread_self();
     PS_ASSERT_OK(ps_service_issue_signal_connect(NULL, s, rec_issue, rec, NULL));
-    PS_ASSERT_OK(ps_service_corruption_signal_connect(NULL, s, rec_corruption, rec, NULL));
+    PS_ASSERT_OK(
+        ps_service_corruption_signal_connect(NULL, s, rec_corruption, rec, NULL));
     PS_ASSERT_OK(ps_service_critical_state_signal_connect(NULL, s, rec_critical, rec,
                                                           NULL));
 }
 
 /* Defaults on @p url with the virtual clock and the given session tag; the caller may
  * change anything (backend, limits) before test_service_from. */
-static void test_config(ps_config *config, const char *url, int64_t place, const char *job)
+static void test_config(ps_config *config, const char *url, int64_t place,
+                        const char *job)
 {
     ps_config_init(config);
     config->store_url = url;
@@ -272,7 +274,8 @@ static int test_url_shares_store(const char *url)
     ps_backend *a = NULL, *b = NULL;
     PS_ASSERT_OK(ps_backend_open(&a, url));
     PS_ASSERT_OK(ps_backend_open(&b, url));
-    PS_ASSERT_OK(a->update(a, "__share_probe", key, test_raw_put_transform, (void *)"{}"));
+    PS_ASSERT_OK(
+        a->update(a, "__share_probe", key, test_raw_put_transform, (void *)"{}"));
     ps_bytes bytes = {NULL, 0};
     int shared = b->get(&bytes, b, "__share_probe", key) == PS_OK;
     ps_bytes_dispose(&bytes);

@@ -16,23 +16,22 @@ static int g_shared;
  * run fails at the end. */
 static int g_library_bugs;
 
-#define EXPECT_LIBRARY(cond, ...)                                                 \
-    do {                                                                          \
-        if (!(cond)) {                                                            \
-            fprintf(stderr, "%s:%d: LIBRARY BUG: ", __FILE__, __LINE__);          \
-            fprintf(stderr, __VA_ARGS__);                                         \
-            fprintf(stderr, "\n");                                                \
-            g_library_bugs++;                                                     \
-        }                                                                         \
+#define EXPECT_LIBRARY(cond, ...)                                                        \
+    do {                                                                                 \
+        if (!(cond)) {                                                                   \
+            fprintf(stderr, "%s:%d: LIBRARY BUG: ", __FILE__, __LINE__);                 \
+            fprintf(stderr, __VA_ARGS__);                                                \
+            fprintf(stderr, "\n");                                                       \
+            g_library_bugs++;                                                            \
+        }                                                                                \
     } while (0)
 
-#define SKIP_UNLESS_SHARED()                                                      \
-    do {                                                                          \
-        if (!g_shared) {                                                          \
-            printf("   skipped: %s does not share a store between handles\n",   \
-                   g_url);                                                        \
-            return;                                                               \
-        }                                                                         \
+#define SKIP_UNLESS_SHARED()                                                             \
+    do {                                                                                 \
+        if (!g_shared) {                                                                 \
+            printf("   skipped: %s does not share a store between handles\n", g_url);    \
+            return;                                                                      \
+        }                                                                                \
     } while (0)
 
 /* ---- a spy backend ---------------------------------------------------------------- */
@@ -173,7 +172,8 @@ static ps_service *spied_service(spy_log *log, int64_t place, const char *job,
     return test_service_from(&config, rec);
 }
 
-/* ---- small helpers ------------------------------------------------------------------- */
+/* ---- small helpers -------------------------------------------------------------------
+ */
 
 static json_int_t field_int(const json_t *obj, const char *a, const char *b)
 {
@@ -244,12 +244,12 @@ enum { AS_MAX = 8, AS_SAVES = 64 };
 
 typedef struct autosave_ctx {
     pthread_t host;
-    int tick_saves;                   /* saves dispatched during this tick */
-    int total;                        /* saves dispatched so far */
-    int log_base;                     /* spy log entries that are not these saves */
+    int tick_saves; /* saves dispatched during this tick */
+    int total;      /* saves dispatched so far */
+    int log_base;   /* spy log entries that are not these saves */
     int nsaves[AS_MAX];
     double save_time[AS_MAX][AS_SAVES]; /* virtual time each save was dispatched */
-    int saved_now[AS_MAX];            /* this tick */
+    int saved_now[AS_MAX];              /* this tick */
 } autosave_ctx;
 
 typedef struct autosave_slot {
@@ -464,8 +464,9 @@ static void test_save_is_one_atomic_update(void)
     settle_until_tag(s, p, "Purchase_1");
     const json_t *latest = ps_profile_meta_tags_latest(p);
     PS_ASSERT(has_tag(latest, "Purchase_1"));
-    PS_ASSERT(json_equal((json_t *)latest,
-                         json_object_get(json_object_get(written, "MetaData"), "MetaTags")));
+    PS_ASSERT(
+        json_equal((json_t *)latest,
+                   json_object_get(json_object_get(written, "MetaData"), "MetaTags")));
     PS_ASSERT(has_tag(ps_profile_meta_tags(p), "Purchase_2"));
     PS_ASSERT_EQ(spy_count(&log), n0 + 1); /* exactly one update for the save */
     json_decref(written);
@@ -498,7 +499,8 @@ static void test_save_is_one_atomic_update(void)
     spy_log_dispose(&log);
 }
 
-/* ---- a lost session ------------------------------------------------------------------ */
+/* ---- a lost session ------------------------------------------------------------------
+ */
 
 typedef struct release_log {
     int calls;
@@ -506,8 +508,8 @@ typedef struct release_log {
     char job[128];
     int active_inside;
     int free_calls;
-    ps_connection *self;       /* for the listener that disconnects itself */
-    ps_connection **victim;    /* for the listener that disconnects another */
+    ps_connection *self;    /* for the listener that disconnects itself */
+    ps_connection **victim; /* for the listener that disconnects another */
 } release_log;
 
 static void on_release(ps_profile *p, int64_t place, const char *job, void *ud)
@@ -547,12 +549,13 @@ static void test_lost_session(void)
     ps_profile *pa = NULL, *pb = NULL;
     PS_ASSERT_OK(ps_store_load_profile(&pa, test_store(a, name), "k", NULL, NULL));
     release_log rl = {0};
-    PS_ASSERT_OK(ps_profile_listen_to_release(NULL, pa, on_release, &rl, free_release_log));
+    PS_ASSERT_OK(
+        ps_profile_listen_to_release(NULL, pa, on_release, &rl, free_release_log));
 
     /* B takes the session over (Steal), saves its own data. */
     release_log handler = {0};
-    PS_ASSERT_OK(ps_store_load_profile(&pb, test_store(b, name), "k", steal_handler,
-                                       &handler));
+    PS_ASSERT_OK(
+        ps_store_load_profile(&pb, test_store(b, name), "k", steal_handler, &handler));
     PS_ASSERT_EQ(handler.calls, 1);
     PS_ASSERT_EQ(handler.place, 1000);
     PS_ASSERT_STR_EQ(handler.job, "job-A");
@@ -572,6 +575,11 @@ static void test_lost_session(void)
     PS_ASSERT_STR_EQ(rl.job, "job-B");
     PS_ASSERT(!rl.active_inside);
     PS_ASSERT(!ps_profile_is_active(pa));
+    int64_t owner_place = 0;
+    const char *owner_job = NULL;
+    PS_ASSERT(ps_profile_active_session(pa, &owner_place, &owner_job));
+    PS_ASSERT_EQ(owner_place, 2000); /* MetaData shows the new owner */
+    PS_ASSERT_STR_EQ(owner_job, "job-B");
     /* That save wrote nothing: A's 999 never reached the store. */
     PS_ASSERT_EQ(spy_count(&log), n0 + 1);
     PS_ASSERT_OK(log.entries[n0].rc);
@@ -608,7 +616,8 @@ static void test_lost_session(void)
     spy_log_dispose(&log);
 }
 
-/* ---- release ------------------------------------------------------------------------- */
+/* ---- release -------------------------------------------------------------------------
+ */
 
 static void on_release_disconnect_self(ps_profile *p, int64_t place, const char *job,
                                        void *ud)
@@ -639,8 +648,8 @@ static void test_release(void)
     release_log l1 = {0}, l2 = {0}, l3 = {0}, l4 = {0}, l5 = {0};
     ps_connection *c1 = NULL, *c4 = NULL;
     PS_ASSERT_OK(ps_profile_listen_to_release(&c1, p, on_release, &l1, free_release_log));
-    PS_ASSERT_OK(ps_profile_listen_to_release(&l2.self, p, on_release_disconnect_self, &l2,
-                                              free_release_log));
+    PS_ASSERT_OK(ps_profile_listen_to_release(&l2.self, p, on_release_disconnect_self,
+                                              &l2, free_release_log));
     l3.victim = &c4;
     PS_ASSERT_OK(ps_profile_listen_to_release(NULL, p, on_release_disconnect_other, &l3,
                                               free_release_log));
@@ -658,7 +667,7 @@ static void test_release(void)
     PS_ASSERT_EQ(l2.calls, 1);
     PS_ASSERT_EQ(l2.free_calls, 1); /* disconnected inside: freed once, at once */
     PS_ASSERT_EQ(l3.calls, 1);
-    PS_ASSERT_EQ(l4.calls, 0);      /* disconnected by l3 before its turn */
+    PS_ASSERT_EQ(l4.calls, 0); /* disconnected by l3 before its turn */
     PS_ASSERT_EQ(l4.free_calls, 1);
     PS_ASSERT_EQ(l1.free_calls, 0);
     PS_ASSERT(!ps_profile_is_active(p));
@@ -688,7 +697,8 @@ static void test_release(void)
     PS_ASSERT_EQ(data_int(p, "Coins"), 321);
 
     /* ListenToRelease on a released profile: the listener runs at once. */
-    PS_ASSERT_OK(ps_profile_listen_to_release(NULL, p, on_release, &l5, free_release_log));
+    PS_ASSERT_OK(
+        ps_profile_listen_to_release(NULL, p, on_release, &l5, free_release_log));
     PS_ASSERT_EQ(l5.calls, 1);
     PS_ASSERT_EQ(l5.place, 77);
     PS_ASSERT_STR_EQ(l5.job, "job-rel");
@@ -704,9 +714,9 @@ static void test_release(void)
     json_t *meta = json_object_get(written, "MetaData");
     PS_ASSERT(json_object_get(meta, "ActiveSession") == NULL);
     PS_ASSERT_EQ(field_int(written, "Data", "Coins"), 321);
-    PS_ASSERT_STR_EQ(json_string_value(json_object_get(json_object_get(meta, "MetaTags"),
-                                                       "Last")),
-                     "words");
+    PS_ASSERT_STR_EQ(
+        json_string_value(json_object_get(json_object_get(meta, "MetaTags"), "Last")),
+        "words");
     if (g_shared) {
         json_t *doc = test_stored_doc(g_url, name, "k");
         PS_ASSERT(json_equal(doc, written));
@@ -745,7 +755,79 @@ static void test_release(void)
     spy_log_dispose(&log);
 }
 
-/* ---- meta tags ----------------------------------------------------------------------- */
+/* Freeing the handle does not release: the service keeps saving the profile and
+ * releases it at shutdown. A listener may free the handle of the profile it is told
+ * about. After the service is freed, a held handle is inert but readable. */
+static void free_handle_in_listener(ps_profile *p, int64_t place, const char *job,
+                                    void *ud)
+{
+    on_release(p, place, job, ud);
+    ps_profile_free(p);
+}
+
+static void test_free_is_not_release(void)
+{
+    SKIP_UNLESS_SHARED();
+    test_recorder rec;
+    ps_service *s = test_service(g_url, 5, "job-free", &rec);
+    const char *name = test_store_name("FreeHandle");
+    ps_profile_store *store = test_store(s, name);
+    ps_profile *dropped = NULL, *freed_inside = NULL, *kept = NULL;
+    PS_ASSERT_OK(ps_store_load_profile(&dropped, store, "dropped", NULL, NULL));
+    PS_ASSERT_OK(ps_store_load_profile(&freed_inside, store, "inside", NULL, NULL));
+    PS_ASSERT_OK(ps_store_load_profile(&kept, store, "kept", NULL, NULL));
+    set_data_int(dropped, "Coins", 41);
+    ps_profile_free(dropped);      /* still active in the service */
+    for (int i = 0; i < 70; i++) { /* every profile is auto-saved at least once */
+        test_clock_advance(&g_clock, 1);
+        PS_ASSERT_OK(ps_service_update(s));
+    }
+    wait_stored_int(s, name, "dropped", "Coins", 41); /* auto-saved */
+    json_t *doc = test_stored_doc(g_url, name, "dropped");
+    PS_ASSERT(json_object_get(json_object_get(doc, "MetaData"), "ActiveSession") != NULL);
+    json_decref(doc);
+
+    release_log inside = {0}, at_shutdown = {0}, after = {0};
+    PS_ASSERT_OK(ps_profile_listen_to_release(NULL, freed_inside, free_handle_in_listener,
+                                              &inside, free_release_log));
+    PS_ASSERT_OK(ps_profile_listen_to_release(NULL, kept, on_release, &at_shutdown,
+                                              free_release_log));
+    set_data_int(freed_inside, "Coins", 7);
+    PS_ASSERT_OK(ps_profile_release(freed_inside)); /* the listener frees the handle */
+    PS_ASSERT_EQ(inside.calls, 1);
+    set_data_int(kept, "Coins", 8);
+    PS_ASSERT_OK(ps_service_shutdown(s));
+    PS_ASSERT_EQ(at_shutdown.calls, 1);
+    ps_service_free(s);
+    PS_ASSERT_EQ(inside.free_calls, 1);
+
+    /* The held handle after the service is gone. */
+    PS_ASSERT(!ps_profile_is_active(kept));
+    PS_ASSERT_EQ(data_int(kept, "Coins"), 8);
+    PS_ASSERT_STATUS(ps_profile_save(kept), PS_ERELEASED);
+    PS_ASSERT_STATUS(ps_profile_set_meta_tag_new(kept, "t", json_true()), PS_ERELEASED);
+    PS_ASSERT_OK(ps_profile_release(kept));
+    PS_ASSERT_OK(
+        ps_profile_listen_to_release(NULL, kept, on_release, &after, free_release_log));
+    PS_ASSERT_EQ(after.calls, 1);
+    ps_profile_free(kept);
+    PS_ASSERT_EQ(at_shutdown.free_calls, 1);
+    PS_ASSERT_EQ(after.free_calls, 1);
+
+    const char *keys[] = {"dropped", "inside", "kept"};
+    const json_int_t coins[] = {41, 7, 8};
+    for (int i = 0; i < 3; i++) {
+        doc = test_stored_doc(g_url, name, keys[i]);
+        PS_ASSERT_EQ(field_int(doc, "Data", "Coins"), coins[i]);
+        PS_ASSERT(json_object_get(json_object_get(doc, "MetaData"), "ActiveSession") ==
+                  NULL);
+        json_decref(doc);
+    }
+    PS_ASSERT_EQ(rec.issues, 0);
+}
+
+/* ---- meta tags -----------------------------------------------------------------------
+ */
 
 static void test_meta_tags(void)
 {
@@ -760,8 +842,12 @@ static void test_meta_tags(void)
     PS_ASSERT(ps_profile_get_meta_tag(p, "missing") == NULL);
 
     /* Every JSON type a tag can hold; set_meta_tag takes its own reference. */
-    json_t *values[] = {json_string("x"), json_integer(42), json_real(1.5), json_true(),
-                        json_false(), json_pack("{s:[i,i]}", "a", 1, 2),
+    json_t *values[] = {json_string("x"),
+                        json_integer(42),
+                        json_real(1.5),
+                        json_true(),
+                        json_false(),
+                        json_pack("{s:[i,i]}", "a", 1, 2),
                         json_pack("[s,{}]", "b")};
     const char *names[] = {"str", "int", "real", "yes", "no", "obj", "arr"};
     for (size_t i = 0; i < sizeof values / sizeof *values; i++) {
@@ -817,7 +903,7 @@ static void test_meta_tags(void)
     PS_ASSERT_OK(ps_profile_save(p));
     spy_wait(&log, n0 + 1);
     for (int i = 0; i < 50000 && !json_equal((json_t *)ps_profile_meta_tags(p),
-                                            (json_t *)ps_profile_meta_tags_latest(p));
+                                             (json_t *)ps_profile_meta_tags_latest(p));
          i++) {
         PS_ASSERT_OK(ps_service_update(s));
         usleep(200);
@@ -826,8 +912,9 @@ static void test_meta_tags(void)
                          (json_t *)ps_profile_meta_tags_latest(p)));
     if (g_shared) {
         json_t *doc = test_stored_doc(g_url, name, "k");
-        PS_ASSERT(json_equal(json_object_get(json_object_get(doc, "MetaData"), "MetaTags"),
-                             (json_t *)ps_profile_meta_tags(p)));
+        PS_ASSERT(
+            json_equal(json_object_get(json_object_get(doc, "MetaData"), "MetaTags"),
+                       (json_t *)ps_profile_meta_tags(p)));
         PS_ASSERT(json_real_value(json_object_get(
                       json_object_get(json_object_get(doc, "MetaData"), "MetaTags"),
                       "real")) == 1.5);
@@ -855,7 +942,8 @@ static void test_meta_tags(void)
     spy_log_dispose(&log);
 }
 
-/* ---- the size limit ------------------------------------------------------------------ */
+/* ---- the size limit ------------------------------------------------------------------
+ */
 
 static void test_size_limit(void)
 {
@@ -952,7 +1040,8 @@ static void test_size_limit_at_release(void)
     const char *name = test_store_name("SizeLimitRelease");
     oversize_rescue r = {NULL, 0, 0, ""};
     PS_ASSERT_OK(ps_service_issue_signal_connect(NULL, s, rescue_oversize, &r, NULL));
-    PS_ASSERT_OK(ps_store_load_profile(&r.profile, test_store(s, name), "big", NULL, NULL));
+    PS_ASSERT_OK(
+        ps_store_load_profile(&r.profile, test_store(s, name), "big", NULL, NULL));
     set_data_int(r.profile, "Coins", 1);
     PS_ASSERT_OK(ps_profile_save(r.profile));
     wait_stored_int(s, name, "big", "Coins", 1);
@@ -968,10 +1057,13 @@ static void test_size_limit_at_release(void)
     EXPECT_LIBRARY(!r.rescued && r.issues <= 3,
                    "shutdown retried a release save that can never fit the %d-byte "
                    "limit %d times without end (rescued by the test: %s); see "
-                   "src/profile.c save_finish", LIMIT, r.issues, r.rescued ? "yes" : "no");
+                   "src/profile.c save_finish",
+                   LIMIT, r.issues, r.rescued ? "yes" : "no");
     /* The over-limit Data never reached the store. */
     json_t *doc = test_stored_doc(g_url, name, "big");
     PS_ASSERT(json_object_get(json_object_get(doc, "Data"), "Blob") == NULL);
+    /* ...but the session was given back: no dead lock for 30 minutes. */
+    PS_ASSERT(json_object_get(json_object_get(doc, "MetaData"), "ActiveSession") == NULL);
     json_decref(doc);
     ps_profile_free(r.profile);
     ps_service_free(s);
@@ -984,13 +1076,14 @@ static void test_size_limit_at_release(void)
 static json_t *rich_fixture(void)
 {
     json_t *doc = test_load_fixture("data/fixtures/03_released.json");
-    json_object_set_new(doc, "RobloxMetaData",
-                        json_pack("{s:s, s:{s:[i,i]}}", "Note", "keep me", "Nested", "a", 1,
-                                  2));
+    json_object_set_new(
+        doc, "RobloxMetaData",
+        json_pack("{s:s, s:{s:[i,i]}}", "Note", "keep me", "Nested", "a", 1, 2));
     json_object_set_new(doc, "UserIds", json_pack("[i,i]", 1234, 5678));
     json_object_set_new(doc, "GlobalUpdates",
                         json_pack("[i,[[i,i,b,{s:s}],[i,i,b,{s:s,s:i}]]]", 2, 1, 1, 1,
-                                  "Item", "Gems", 2, 3, 0, "Item", "Coins", "Amount", 20));
+                                  "Item", "Gems", 2, 3, 0, "Item", "Coins", "Amount",
+                                  20));
     json_object_set_new(doc, "FutureField", json_pack("{s:[b,n,f]}", "x", 1, 1.5));
     json_object_set_new(doc, "Zzz", json_string("tail"));
     json_object_set_new(json_object_get(doc, "MetaData"), "FutureMeta", json_integer(5));
@@ -1071,7 +1164,8 @@ static void test_fixture_round_trip(void)
     json_decref(rich);
 }
 
-/* ---- bad arguments ------------------------------------------------------------------- */
+/* ---- bad arguments -------------------------------------------------------------------
+ */
 
 static void never_release(ps_profile *p, int64_t place, const char *job, void *ud)
 {
@@ -1098,11 +1192,11 @@ static int never_before_save(ps_profile *p, void *ud)
 }
 
 /* Asserts a call on a NULL profile gives PS_EINVAL and a fresh message. */
-#define NULL_PROFILE_CALL(call)                                                   \
-    do {                                                                          \
-        stale_error();                                                            \
-        PS_ASSERT_STATUS(call, PS_EINVAL);                                        \
-        assert_error(PS_EINVAL);                                                  \
+#define NULL_PROFILE_CALL(call)                                                          \
+    do {                                                                                 \
+        stale_error();                                                                   \
+        PS_ASSERT_STATUS(call, PS_EINVAL);                                               \
+        assert_error(PS_EINVAL);                                                         \
     } while (0)
 
 static void test_bad_args(void)
@@ -1144,8 +1238,8 @@ static void test_bad_args(void)
     PS_ASSERT_EQ(o->refcount, 1);
     ps_connection *c = NULL;
     g_bad_free_calls = 0;
-    NULL_PROFILE_CALL(ps_profile_listen_to_release(&c, NULL, never_release, NULL,
-                                                   count_free));
+    NULL_PROFILE_CALL(
+        ps_profile_listen_to_release(&c, NULL, never_release, NULL, count_free));
     PS_ASSERT(c == NULL);
     PS_ASSERT_EQ(g_bad_free_calls, 0);
     NULL_PROFILE_CALL(ps_profile_release(NULL));
@@ -1201,11 +1295,13 @@ int main(int argc, char **argv)
     g_shared = test_url_shares_store(g_url);
     if (!g_shared)
         printf("note: %s keeps no store between handles: tests that read the store "
-               "or run two services are skipped\n", g_url);
+               "or run two services are skipped\n",
+               g_url);
     PS_RUN(test_auto_save_spread);
     PS_RUN(test_save_is_one_atomic_update);
     PS_RUN(test_lost_session);
     PS_RUN(test_release);
+    PS_RUN(test_free_is_not_release);
     PS_RUN(test_meta_tags);
     PS_RUN(test_size_limit);
     PS_RUN(test_size_limit_at_release);

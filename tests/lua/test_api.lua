@@ -84,7 +84,8 @@ T.run_until(function()
     saved_by_auto = v.Data.Coins == 6
     return saved_by_auto
 end, 1, 90, "auto-save")
-T.ok(profile.MetaData.LastUpdate > last, "auto-save moved LastUpdate")
+T.spin_until(function() return profile.MetaData.LastUpdate > last end,
+             "auto-save moved LastUpdate")
 
 -- ---- ListenToRelease, Release ---------------------------------------------------------
 
@@ -109,10 +110,10 @@ T.raises("no longer active", profile.Save, profile)
 local late = {}
 profile:ListenToRelease(function(p, j) late[#late + 1] = {p, j} end)
 T.eq(#late, 1, "ListenToRelease on a released profile runs at once")
-T.spin_until(function()
-    return other_store:ViewProfileAsync("Player_1").MetaData.ActiveSession == nil
-end, "the release save")
-T.eq(profile.MetaData.ActiveSession, nil, "MetaData shows the release")
+T.spin_until(function() return profile.MetaData.ActiveSession == nil end,
+             "MetaData shows the release save")
+T.eq(other_store:ViewProfileAsync("Player_1").MetaData.ActiveSession, nil,
+     "the store shows it")
 
 -- Load again at once: the data came back, SessionLoadCount went up.
 local again = store:LoadProfileAsync("Player_1")
@@ -209,17 +210,160 @@ unstuck:Release()
 
 -- ---- GlobalUpdates -------------------------------------------------------------------
 
+-- Inside update_handler: Add/Change/Clear only; a failing method fails the whole
+-- call and nothing is written.
 local outside
-local result = store:GlobalUpdateProfileAsync("Gifts", function(global_updates)
+T.raises("only a loaded profile's own global updates", store.GlobalUpdateProfileAsync,
+         store, "Gifts", function(global_updates)
     outside = global_updates
+    global_updates:AddActiveUpdate({Gift = "lost"})
+    global_updates:LockActiveUpdate(1)
+end)
+T.raises("update_handler that has returned", outside.AddActiveUpdate, outside, {})
+T.eq(store:ViewProfileAsync("Gifts").Data, nil, "a failed call wrote nothing")
+T.ok(T.same(store:ViewProfileAsync("Gifts").GlobalUpdates:GetActiveUpdates(), {}),
+     "not even the add")
+T.raises("update_handler: ", store.GlobalUpdateProfileAsync, store, "Gifts",
+         function(global_updates)
+    global_updates:AddActiveUpdate({Gift = "lost"})
+    error("changed my mind")
+end)
+T.raises("bad argument #3", store.GlobalUpdateProfileAsync, store, "Gifts", "nope")
+T.raises("update_data.F is a function", store.GlobalUpdateProfileAsync, store, "Gifts",
+         function(global_updates) global_updates:AddActiveUpdate({F = print}) end)
+
+local runs = 0
+local result = store:GlobalUpdateProfileAsync("Gifts", function(global_updates)
+    runs = runs + 1
     T.eq(global_updates:AddActiveUpdate({Gift = "sword"}), 1, "first update id")
     global_updates:AddActiveUpdate({Gift = "shield"})
-    T.eq(#global_updates:GetActiveUpdates(), 2, "handler sees its adds")
-    T.raises("only a loaded profile", global_updates.LockActiveUpdate, global_updates, 1)
-    T.raises("only a loaded profile", global_updates.ListenToNewActiveUpdate,
-             global_updates, function() end)
+    global_updates:AddActiveUpdate({Gift = "junk"})
+    T.eq(#global_updates:GetActiveUpdates(), 3, "the handler sees its adds")
 end)
--- T.raises inside the handler failed a method: the whole call failed? No: the
--- failing methods above count, so run the real one again without them.
-T.ok(result == nil or result, "GlobalUpdateProfileAsync returned")
-T.raises("update_handler", outside.AddActiveUpdate, outside, {})
+T.ok(runs >= 1, "update_handler ran")
+T.eq(tostring(result), "GlobalUpdates (result)", "the result")
+T.ok(T.same(result:GetActiveUpdates(), {{1, {Gift = "sword"}}, {2, {Gift = "shield"}},
+                                        {3, {Gift = "junk"}}}),
+     "GetActiveUpdates() → {{update_id, update_data}, …}")
+T.ok(T.same(result:GetLockedUpdates(), {}), "no locked updates")
+T.raises("only available inside an update handler", result.AddActiveUpdate, result, {})
+T.raises("only a loaded profile", result.LockActiveUpdate, result, 1)
+T.raises("only a loaded profile", result.ListenToNewLockedUpdate, result, function() end)
+result = store:GlobalUpdateProfileAsync("Gifts", function(global_updates)
+    global_updates:ChangeActiveUpdate(2, {Gift = "shield", Count = 2})
+    global_updates:ClearActiveUpdate(3)
+end)
+T.ok(T.same(result:GetActiveUpdates(), {{1, {Gift = "sword"}},
+                                        {2, {Gift = "shield", Count = 2}}}),
+     "Change and Clear")
+T.raises("no global update 9", store.GlobalUpdateProfileAsync, store, "Gifts",
+         function(global_updates) global_updates:ClearActiveUpdate(9) end)
+-- Works for a key that was never loaded; a view sees the updates, no profile yet.
+local gift_view = store:ViewProfileAsync("Gifts")
+T.eq(gift_view.Data, nil, "global updates alone create no profile")
+T.eq(#gift_view.GlobalUpdates:GetActiveUpdates(), 2, "the view sees them")
+T.raises("only a loaded profile", gift_view.GlobalUpdates.LockActiveUpdate,
+         gift_view.GlobalUpdates, 1)
+
+-- The owner: scan at load, lock, process the locked update, clear it.
+local gifted = store:LoadProfileAsync("Gifts", "ForceLoad")
+local gu = gifted.GlobalUpdates
+T.eq(tostring(gu), "GlobalUpdates (profile)", "Profile.GlobalUpdates")
+T.raises("only available inside an update handler", gu.AddActiveUpdate, gu, {})
+T.raises("only available inside an update handler", gu.ChangeActiveUpdate, gu, 1, {})
+T.raises("only available inside an update handler", gu.ClearActiveUpdate, gu, 1)
+T.raises("is not locked", gu.ClearLockedUpdate, gu, 1)
+T.raises("no global update 77", gu.LockActiveUpdate, gu, 77)
+local new_active, new_locked = {}, {}
+gu:ListenToNewActiveUpdate(function(update_id, update_data)
+    new_active[#new_active + 1] = {update_id, update_data}
+end)
+gu:ListenToNewLockedUpdate(function(update_id, update_data)
+    new_locked[#new_locked + 1] = {update_id, update_data}
+    gifted.Data.Items[#gifted.Data.Items + 1] = update_data.Gift
+    gu:ClearLockedUpdate(update_id)
+end)
+for _, update in ipairs(gu:GetActiveUpdates()) do
+    gu:LockActiveUpdate(update[1])
+end
+T.ok(T.same(gu:GetActiveUpdates(), {}), "locking hides them from GetActiveUpdates")
+T.raises("already being locked", gu.LockActiveUpdate, gu, 1)
+gifted:Save()
+T.spin_until(function() return #new_locked == 2 end, "ListenToNewLockedUpdate")
+T.eq(#new_active, 0, "locked updates are not new active ones")
+T.ok(T.same(gifted.Data.Items, {"sword", "shield"}), "processed once each")
+T.ok(T.same(gu:GetLockedUpdates(), {}), "cleared locally")
+gifted:Save()
+T.spin_until(function()
+    return #store:ViewProfileAsync("Gifts").GlobalUpdates:GetLockedUpdates() == 0
+end, "the clears reach the store")
+-- A gift sent while the owner is online arrives with its next save.
+store:GlobalUpdateProfileAsync("Gifts", function(global_updates)
+    global_updates:AddActiveUpdate({Gift = "bow"})
+end)
+gifted:Save()
+T.spin_until(function() return #new_active == 1 end, "ListenToNewActiveUpdate")
+T.eq(new_active[1][1], 4, "update ids are never reused (3 was cleared)")
+T.eq(new_active[1][2].Gift, "bow", "update data")
+gifted:Release()
+T.raises("no longer active", gu.ListenToNewActiveUpdate, gu, function() end)
+T.raises("no longer active", gu.LockActiveUpdate, gu, 4)
+T.eq(#gu:GetActiveUpdates(), 1, "GetActiveUpdates is always available")
+
+-- ---- signals ---------------------------------------------------------------------------
+
+-- IssueSignal: a save that fails. CorruptionSignal: Data that is not a table.
+local broken = store:LoadProfileAsync("Broken")
+broken.Data = 5
+T.raises("Profile.Data is a number, not a table", broken.Save, broken)
+T.run_until(function() return #rec.issues > 0 end, 1, 60, "IssueSignal")
+T.ok(rec.issues[1].message:find("Profile.Data is a number", 1, true), "issue message")
+T.eq(rec.issues[1].store, name, "issue store")
+T.eq(rec.issues[1].key, "Broken", "issue key")
+T.ok(#rec.corruptions > 0 and rec.corruptions[1].key == "Broken", "CorruptionSignal")
+-- CriticalStateSignal: five issues within 120 s, and back after quiet.
+T.run_until(function() return rec.critical[1] == true end, 5, 100,
+            "CriticalStateSignal(true)")
+broken.Data = {Coins = 1}
+T.run_until(function() return rec.critical[2] == false end, 10, 100,
+            "CriticalStateSignal(false)")
+broken:Release()
+
+-- A listener that errors, or tries to yield, is reported; the service carries on.
+local after = 0
+local bad1 = ProfileService.IssueSignal:Connect(function() error("listener failure") end)
+local bad2 = ProfileService.IssueSignal:Connect(function() coroutine.yield() end)
+ProfileService.IssueSignal:Connect(function() after = after + 1 end)
+local broken2 = store:LoadProfileAsync("Broken2")
+broken2.Data.F = print
+T.run_until(function() return after > 0 end, 1, 60, "listeners after failing ones")
+bad1:Disconnect()
+bad2:Disconnect()
+broken2.Data.F = nil
+broken2:Release()
+
+-- ---- Shutdown ------------------------------------------------------------------------------
+
+local last_one = store:LoadProfileAsync("Last")
+last_one.Data.Coins = 99
+local closed
+last_one:ListenToRelease(function() closed = true end)
+local waiting_result = "not yet"
+Other.GetProfileStore(name, template):LoadProfileAsync("Blocker", "ForceLoad")
+coroutine.wrap(function()
+    waiting_result = store:LoadProfileAsync("Blocker", "ForceLoad")
+end)()
+ProfileService.Shutdown()
+T.eq(ProfileService.ServiceLocked, true, "ServiceLocked after Shutdown")
+T.ok(closed, "Shutdown released the profile")
+T.eq(waiting_result, nil, "a coroutine waiting on a load gets nil")
+T.eq(store:LoadProfileAsync("Last"), nil, "LoadProfileAsync after Shutdown")
+T.eq(store:ViewProfileAsync("Last"), nil, "ViewProfileAsync after Shutdown")
+T.eq(store:GlobalUpdateProfileAsync("Last", function() end), nil,
+     "GlobalUpdateProfileAsync after Shutdown")
+ProfileService.Shutdown() -- twice is harmless
+local final = other_store:ViewProfileAsync("Last")
+T.eq(final.Data.Coins, 99, "Shutdown saved the data")
+T.eq(final.MetaData.ActiveSession, nil, "and released the session")
+T.eq(#other_rec.issues, 0, "the other server had no issues")
+T.done()

@@ -21,6 +21,7 @@
 #include "sim.h"
 
 #include <dirent.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,9 +93,9 @@ typedef struct checker {
     journals j;
 } checker;
 
-static void violation(checker *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void violation(checker *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
-#include <stdarg.h>
 static void violation(checker *c, const char *fmt, ...)
 {
     c->violations++;
@@ -128,7 +129,8 @@ static void parse_line(journals *j, int job, char *line)
         load_rec r = {sim_key_index(key), job, a, b, c, t, x};
         VEC_PUSH(j->loads, r);
         j->totals.loads++;
-    } else if (kind == 'S' && sscanf(rest, "%63s %lld %lld %lf %lld", key, &a, &b, &x, &c) == 5) {
+    } else if (kind == 'S' &&
+               sscanf(rest, "%63s %lld %lld %lf %lld", key, &a, &b, &x, &c) == 5) {
         save_rec r = {sim_key_index(key), job, a, b, c, x, t};
         VEC_PUSH(j->saves, r);
         j->totals.saves++;
@@ -309,9 +311,10 @@ static void check_sessions(checker *c)
                           j->jobs.v[lb->job].name);
         }
         if (la->seq != la->saveseq)
-            violation(c, "%s: loaded with Data.Seq %lld but MetaTags.SaveSeq %lld "
-                         "(Data and MetaTags written apart)", key, (long long)la->seq,
-                      (long long)la->saveseq);
+            violation(c,
+                      "%s: loaded with Data.Seq %lld but MetaTags.SaveSeq %lld "
+                      "(Data and MetaTags written apart)",
+                      key, (long long)la->seq, (long long)la->saveseq);
     }
     for (size_t s = 0; s < j->saves.n; s++) {
         save_rec *sv = &j->saves.v[s];
@@ -321,15 +324,17 @@ static void check_sessions(checker *c)
             if (ld->key != sv->key)
                 continue;
             if (ld->count > sv->count && ld->t_done < sv->t_snap)
-                violation(c, "%s: write by a stale owner: session %lld (%s) had save "
-                             "Seq %lld acknowledged, taken %.3f s after session %lld (%s) "
-                             "had loaded the profile", key, (long long)sv->count,
-                          j->jobs.v[sv->job].name, (long long)sv->seq,
-                          sv->t_snap - ld->t_done, (long long)ld->count,
-                          j->jobs.v[ld->job].name);
+                violation(c,
+                          "%s: write by a stale owner: session %lld (%s) had save "
+                          "Seq %lld acknowledged, taken %.3f s after session %lld (%s) "
+                          "had loaded the profile",
+                          key, (long long)sv->count, j->jobs.v[sv->job].name,
+                          (long long)sv->seq, sv->t_snap - ld->t_done,
+                          (long long)ld->count, j->jobs.v[ld->job].name);
             if (sv->t_ack < ld->t_req && sv->seq > ld->seq)
-                violation(c, "%s: lost write: a load by %s (session %lld) saw Seq %lld, "
-                             "but Seq %lld had been acknowledged %.3f s before it began",
+                violation(c,
+                          "%s: lost write: a load by %s (session %lld) saw Seq %lld, "
+                          "but Seq %lld had been acknowledged %.3f s before it began",
                           key, j->jobs.v[ld->job].name, (long long)ld->count,
                           (long long)ld->seq, (long long)sv->seq, ld->t_req - sv->t_ack);
         }
@@ -354,9 +359,10 @@ static void check_observed(checker *c, int players)
             violation(c, "%s: the store went back from SessionLoadCount %lld to %lld",
                       key, (long long)l[0], (long long)o->count);
         if (o->seq >= 0 && o->seq < l[1])
-            violation(c, "%s: the store went back from Seq %lld to %lld (session %lld): an "
-                         "older Data overwrote a newer one", key, (long long)l[1],
-                      (long long)o->seq, (long long)o->count);
+            violation(c,
+                      "%s: the store went back from Seq %lld to %lld (session %lld): an "
+                      "older Data overwrote a newer one",
+                      key, (long long)l[1], (long long)o->seq, (long long)o->count);
         if (o->count > l[0])
             l[0] = o->count;
         if (o->seq > l[1])
@@ -394,13 +400,17 @@ static void check_lock(checker *c, sim_check *out, const char *key, const json_t
 }
 
 /* Gifts in Data.Gifts and in the stored global updates of one document. */
-static void check_doc_gifts(checker *c, sim_check *out, const char *key, const json_t *doc)
+static void check_doc_gifts(checker *c, sim_check *out, const char *key,
+                            const json_t *doc)
 {
     json_t *gifts = json_object_get(json_object_get(doc, "Data"), "Gifts");
     const char *gid;
     json_t *n;
-    json_object_foreach(gifts, gid, n) if (jint(n) > 1)
-        violation(c, "%s: gift %s applied %lld times", key, gid, (long long)jint(n));
+    json_object_foreach(gifts, gid, n)
+    {
+        if (jint(n) > 1)
+            violation(c, "%s: gift %s applied %lld times", key, gid, (long long)jint(n));
+    }
     json_t *list = json_array_get(json_object_get(doc, "GlobalUpdates"), 1);
     size_t i;
     json_t *u;
@@ -409,8 +419,10 @@ static void check_doc_gifts(checker *c, sim_check *out, const char *key, const j
         const char *g = json_string_value(json_object_get(json_array_get(u, 3), "Gift"));
         int locked = json_is_true(json_array_get(u, 2));
         if (g && jint(json_object_get(gifts, g)) >= 1)
-            violation(c, "%s: gift %s is in Data.Gifts yet still stored %s (it would be "
-                         "applied again)", key, g, locked ? "Locked" : "Active");
+            violation(c,
+                      "%s: gift %s is in Data.Gifts yet still stored %s (it would be "
+                      "applied again)",
+                      key, g, locked ? "Locked" : "Active");
         if (c->final)
             violation(c, "%s: global update %s still %s after the drain", key,
                       g ? g : "?", locked ? "Locked" : "Active");
@@ -438,13 +450,14 @@ static void check_doc(checker *c, sim_check *out, int idx, const json_t *doc,
         return; /* a gift-only document */
     }
     check_lock(c, out, key, meta);
-    int64_t seq = jint(json_object_get(data, "Seq")), saveseq = jint(json_object_get(tags, "SaveSeq"));
+    int64_t seq = jint(json_object_get(data, "Seq")),
+            saveseq = jint(json_object_get(tags, "SaveSeq"));
     if (saveseq >= 0 && seq != saveseq)
         violation(c, "%s: Data.Seq %lld but MetaTags.SaveSeq %lld", key, (long long)seq,
                   (long long)saveseq);
     if (seq < max_seq)
-        violation(c, "%s: acknowledged save lost: stored Seq %lld < acknowledged %lld", key,
-                  (long long)seq, (long long)max_seq);
+        violation(c, "%s: acknowledged save lost: stored Seq %lld < acknowledged %lld",
+                  key, (long long)seq, (long long)max_seq);
     if (jint(json_object_get(data, "Plays")) < max_plays)
         violation(c, "%s: acknowledged plays lost: stored %lld < %lld", key,
                   (long long)jint(json_object_get(data, "Plays")), (long long)max_plays);
@@ -454,8 +467,12 @@ static void check_doc(checker *c, sim_check *out, int idx, const json_t *doc,
                   (long long)max_count);
     json_t *bought = json_object_get(data, "Purchases"), *n;
     const char *pid;
-    json_object_foreach(bought, pid, n) if (jint(n) > 1)
-        violation(c, "%s: purchase %s granted %lld times", key, pid, (long long)jint(n));
+    json_object_foreach(bought, pid, n)
+    {
+        if (jint(n) > 1)
+            violation(c, "%s: purchase %s granted %lld times", key, pid,
+                      (long long)jint(n));
+    }
     size_t i;
     json_t *v;
     json_array_foreach(json_object_get(tags, "ProfilePurchaseIds"), i, v)
@@ -494,7 +511,8 @@ static void check_store(checker *c, sim_check *out, store_docs *st)
         if (st->doc[i])
             check_doc(c, out, i, st->doc[i], max_seq[i], max_plays[i], max_count[i]);
         else if (max_seq[i] > 0 || max_count[i] > 0)
-            violation(c, "%s: missing from the store, but sessions and saves were journaled",
+            violation(c,
+                      "%s: missing from the store, but sessions and saves were journaled",
                       key);
     }
     free(max_seq);
@@ -509,7 +527,8 @@ static void check_deliveries(checker *c, store_docs *st)
         named_rec *g = &c->j.gifts.v[i];
         if (g->key < 0 || g->key >= st->n)
             continue;
-        json_t *gifts = json_object_get(json_object_get(st->doc[g->key], "Data"), "Gifts");
+        json_t *gifts =
+            json_object_get(json_object_get(st->doc[g->key], "Data"), "Gifts");
         char key[32];
         key_name(key, g->key);
         if (jint(json_object_get(gifts, g->id)) < 1)
@@ -519,8 +538,8 @@ static void check_deliveries(checker *c, store_docs *st)
         named_rec *p = &c->j.purchases.v[i];
         if (p->key < 0 || p->key >= st->n)
             continue;
-        json_t *bought = json_object_get(json_object_get(st->doc[p->key], "Data"),
-                                         "Purchases");
+        json_t *bought =
+            json_object_get(json_object_get(st->doc[p->key], "Data"), "Purchases");
         char key[32];
         key_name(key, p->key);
         if (jint(json_object_get(bought, p->id)) < 1)

@@ -101,6 +101,10 @@ static int parse_number(const char *flag, const char *text, double lo, double hi
                         double *out)
 {
     char *end = NULL;
+    if (!text) {
+        fprintf(stderr, "profilesim: %s needs a value (see --help)\n", flag);
+        return -1;
+    }
     errno = 0;
     double v = text ? strtod(text, &end) : 0;
     if (!text || !*text || *end || errno || v < lo || v > hi) {
@@ -152,8 +156,10 @@ static int parse_args(run *r, int argc, char **argv)
             else if (strcmp(a, "--quiet") == 0)
                 r->quiet = 1;
             else {
-                fprintf(stderr, "profilesim: unknown or incomplete option \"%s\" (see "
-                                "--help)\n", a);
+                fprintf(stderr,
+                        "profilesim: unknown or incomplete option \"%s\" (see "
+                        "--help)\n",
+                        a);
                 return -1;
             }
         }
@@ -198,7 +204,8 @@ static int create_store(const sim_options *o)
 {
     ps_backend *b = NULL;
     if (ps_backend_open(&b, o->store_url) != PS_OK) {
-        fprintf(stderr, "profilesim: cannot open the store: %s\n", ps_error_last()->message);
+        fprintf(stderr, "profilesim: cannot open the store: %s\n",
+                ps_error_last()->message);
         return -1;
     }
     ps_backend_free(b);
@@ -216,7 +223,8 @@ static int reset_store(const sim_options *o)
         for (int i = 0; i < 4; i++) {
             snprintf(path, sizeof path, "%s%s", o->store_url + 7, suffix[i]);
             if (unlink(path) != 0 && errno != ENOENT) {
-                fprintf(stderr, "profilesim: cannot delete %s: %s\n", path, strerror(errno));
+                fprintf(stderr, "profilesim: cannot delete %s: %s\n", path,
+                        strerror(errno));
                 return -1;
             }
         }
@@ -224,14 +232,20 @@ static int reset_store(const sim_options *o)
     }
     ps_backend *b = NULL;
     if (ps_backend_open(&b, o->store_url) != PS_OK) {
-        fprintf(stderr, "profilesim: cannot open the store: %s\n", ps_error_last()->message);
+        fprintf(stderr, "profilesim: cannot open the store: %s\n",
+                ps_error_last()->message);
         return -1;
     }
     json_t *keys = json_array();
-    int rc = b->list && b->remove ? b->list(b, o->store_name, NULL, collect, keys) : PS_EINVAL;
+    int rc =
+        b->list && b->remove ? b->list(b, o->store_name, NULL, collect, keys) : PS_EINVAL;
     size_t i;
     json_t *k;
-    json_array_foreach(keys, i, k) if (rc == PS_OK) rc = b->remove(b, o->store_name, json_string_value(k));
+    json_array_foreach(keys, i, k)
+    {
+        if (rc == PS_OK)
+            rc = b->remove(b, o->store_name, json_string_value(k));
+    }
     if (rc != PS_OK && rc != PS_ENOTFOUND)
         fprintf(stderr, "profilesim: cannot clear store \"%s\": %s\n", o->store_name,
                 ps_error_last()->message);
@@ -250,7 +264,7 @@ static pid_t spawn_watcher(run *r)
     fflush(stderr);
     pid_t pid = fork();
     if (pid == 0)
-        _exit(sim_watcher_main(&r->o, path));
+        exit(sim_watcher_main(&r->o, path));
     return pid;
 }
 
@@ -280,16 +294,18 @@ static pid_t spawn(run *r, int index, int restart)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     if (index >= 0) {
-        snprintf(job, sizeof job, "sim%llu-s%d-r%d-%ld-%lx", (unsigned long long)r->o.seed,
-                 index, restart, (long)getpid(), (unsigned long)ts.tv_nsec & 0xffff);
-        snprintf(path, sizeof path, "%s/s%02d-r%03d.log", r->o.journal_dir, index, restart);
+        snprintf(job, sizeof job, "sim%llu-s%d-r%d-%ld-%lx",
+                 (unsigned long long)r->o.seed, index, restart, (long)getpid(),
+                 (unsigned long)ts.tv_nsec & 0xffff);
+        snprintf(path, sizeof path, "%s/s%02d-r%03d.log", r->o.journal_dir, index,
+                 restart);
     } else {
         snprintf(job, sizeof job, "drain-%ld-%lx", (long)getpid(),
                  (unsigned long)ts.tv_nsec & 0xffff);
         snprintf(path, sizeof path, "%s/drain.log", r->o.journal_dir);
     }
     sim_server_args a = {index, restart, job, path};
-    _exit(sim_server_main(&r->o, r->board, &a));
+    exit(sim_server_main(&r->o, r->board, &a));
 }
 
 static long stat_sum(const run *r, size_t offset)
@@ -302,15 +318,17 @@ static long stat_sum(const run *r, size_t offset)
 
 #define STAT(r, field) stat_sum(r, offsetof(sim_stats, field))
 
-static void progress(run *r, double now, long *last_loads, long *last_saves, double *last_t)
+static void progress(run *r, double now, long *last_loads, long *last_saves,
+                     double *last_t)
 {
     long loads = STAT(r, loads), saves = STAT(r, saves);
     double dt = now - *last_t > 0 ? now - *last_t : 1;
     printf("%s%6.1fs  ops %-8ld loads/s %-6.1f saves/s %-6.1f force-loads %-5ld "
-           "steals %-5ld gifts %-6ld kills %ld%s", isatty(1) ? "\r" : "", now - r->start,
-           STAT(r, ops), (double)(loads - *last_loads) / dt,
-           (double)(saves - *last_saves) / dt, STAT(r, force_loads), STAT(r, lost),
-           STAT(r, gifts_sent), r->kills, isatty(1) ? "  " : "\n");
+           "steals %-5ld gifts %-6ld kills %ld%s",
+           isatty(1) ? "\r" : "", now - r->start, STAT(r, ops),
+           (double)(loads - *last_loads) / dt, (double)(saves - *last_saves) / dt,
+           STAT(r, force_loads), STAT(r, lost), STAT(r, gifts_sent), r->kills,
+           isatty(1) ? "  " : "\n");
     fflush(stdout);
     *last_loads = loads;
     *last_saves = saves;
@@ -471,24 +489,26 @@ static void report(run *r, const sim_check *before, const sim_check *after, doub
            r->o.chaos ? "on" : "off", r->o.break_fencing ? ", BREAK-FENCING" : "");
     printf("  settings         auto_save_period %g s, load_repeat_delay %g s, "
            "force_load_max_steps %d,\n                   assume_dead_session_lock %g s, "
-           "write_cooldown 0, %g actions/s per server\n", r->o.auto_save_period,
-           r->o.load_repeat_delay, r->o.force_load_max_steps, r->o.assume_dead_session_lock,
-           r->o.ops_per_second);
-    printf("  operations       %ld (%.0f/s)\n", STAT(r, ops), (double)STAT(r, ops) / played);
+           "write_cooldown 0, %g actions/s per server\n",
+           r->o.auto_save_period, r->o.load_repeat_delay, r->o.force_load_max_steps,
+           r->o.assume_dead_session_lock, r->o.ops_per_second);
+    printf("  operations       %ld (%.0f/s)\n", STAT(r, ops),
+           (double)STAT(r, ops) / played);
     printf("  loads            %ld (%.1f/s), force-loads met a session %ld, sessions "
-           "taken from a live server %ld\n", t->loads, (double)t->loads / played,
-           t->force_loads, t->lost);
+           "taken from a live server %ld\n",
+           t->loads, (double)t->loads / played, t->force_loads, t->lost);
     printf("  saves acked      %ld (%.1f/s); releases acked %ld, unacked %ld\n", t->saves,
            (double)t->saves / played, t->releases, t->unacked_releases);
     printf("  gifts            %ld accepted, %ld applications\n", t->gifts_accepted,
            t->gifts_applied);
     printf("  purchases        %ld confirmed\n", t->purchases);
-    printf("  kills            %ld (server processes run: %ld, clean exits %ld)\n", r->kills,
-           t->servers_seen, t->clean_exits);
+    printf("  kills            %ld (server processes run: %ld, clean exits %ld)\n",
+           r->kills, t->servers_seen, t->clean_exits);
     printf("  issues           %ld (IssueSignal)\n", STAT(r, issues));
-    printf("  drain            %ld keys; before it: %ld dead locks of killed servers, %ld "
-           "pending global updates\n", after->keys, before->dead_locks,
-           before->pending_gifts);
+    printf(
+        "  drain            %ld keys; before it: %ld dead locks of killed servers, %ld "
+        "pending global updates\n",
+        after->keys, before->dead_locks, before->pending_gifts);
     if (t->stale_writes)
         printf("  stale writes     %ld injected by --break-fencing\n", t->stale_writes);
     printf("  crashes          %ld\n", r->crashes);
@@ -496,30 +516,53 @@ static void report(run *r, const sim_check *before, const sim_check *after, doub
     printf("%s\n", violations ? "FAILED: safety violations found" : "OK: no violations");
 }
 
+/* The defaults of a run with no arguments (see usage). */
+static void default_options(sim_options *o)
+{
+    *o = (sim_options){.store_url = "sqlite:profilesim.db",
+                       .store_name = "Players",
+                       .journal_dir = "profilesim-journal",
+                       .servers = 4,
+                       .players = 500,
+                       .duration = 30.0,
+                       .ops_per_second = 100.0,
+                       .auto_save_period = 2.0,
+                       .load_repeat_delay = 0.25,
+                       .force_load_max_steps = 4,
+                       .assume_dead_session_lock = 1800.0};
+    o->seed = ((uint64_t)time(NULL) ^ ((uint64_t)getpid() << 16)) % 1000000000ULL;
+}
+
+/* The shared board, before the first fork. */
+static int board_new(run *r, size_t *size)
+{
+    *size = sizeof(sim_board) + (size_t)r->o.players * sizeof(atomic_int);
+    r->board =
+        mmap(NULL, *size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (r->board == MAP_FAILED) {
+        perror("profilesim: mmap");
+        return -1;
+    }
+    r->board->players = r->o.players;
+    r->board->servers = r->o.servers;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     run r;
+    size_t size;
     memset(&r, 0, sizeof r);
-    r.o = (sim_options){"sqlite:profilesim.db", "Players", "profilesim-journal", 4, 500, 30.0,
-                        0, 0, 0, 0, 0, 100.0, 2.0, 0.25, 4, 1800.0};
-    r.o.seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 16);
-    r.o.seed %= 1000000000ULL;
-    if (parse_args(&r, argc, argv) != 0)
+    default_options(&r.o);
+    if (parse_args(&r, argc, argv) != 0 || reset_store(&r.o) != 0)
+        return 2;
+    if (sim_journal_reset_dir(r.o.journal_dir) != 0) {
+        fprintf(stderr, "profilesim: %s: %s\n", r.o.journal_dir, strerror(errno));
+        return 2;
+    }
+    if (board_new(&r, &size) != 0)
         return 2;
     r.rng = r.o.seed * 31 + 7;
-    if (reset_store(&r.o) != 0 || sim_journal_reset_dir(r.o.journal_dir) != 0) {
-        if (errno)
-            fprintf(stderr, "profilesim: %s: %s\n", r.o.journal_dir, strerror(errno));
-        return 2;
-    }
-    size_t size = sizeof(sim_board) + (size_t)r.o.players * sizeof(atomic_int);
-    r.board = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (r.board == MAP_FAILED) {
-        perror("profilesim: mmap");
-        return 2;
-    }
-    r.board->players = r.o.players;
-    r.board->servers = r.o.servers;
     signal(SIGINT, on_interrupt);
     signal(SIGTERM, on_interrupt);
     char url[512];
@@ -532,13 +575,14 @@ int main(int argc, char **argv)
     double played = sim_now() - r.start;
     sim_check before, after;
     printf("checking the store after shutdown…\n");
-    if (sim_check_run(&before, &r.o, 0) != 0)
-        return 2;
-    printf("draining pending global updates and dead locks…\n");
-    run_drain(&r);
+    int rc = sim_check_run(&before, &r.o, 0);
+    if (rc == 0) {
+        printf("draining pending global updates and dead locks…\n");
+        run_drain(&r);
+    }
     stop_watcher(&r);
     printf("checking journals against the final store…\n");
-    if (sim_check_run(&after, &r.o, 1) != 0)
+    if (rc != 0 || sim_check_run(&after, &r.o, 1) != 0)
         return 2;
     report(&r, &before, &after, played);
     munmap(r.board, size);

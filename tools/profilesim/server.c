@@ -23,9 +23,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#define PEND_MAX 64      /* stamped saves awaiting their acknowledgement */
-#define RECEIPTS_MAX 4   /* unconfirmed purchase receipts per player */
-#define LOG_MAX 8        /* Data.Log is bounded */
+#define PEND_MAX 64       /* stamped saves awaiting their acknowledgement */
+#define RECEIPTS_MAX 4    /* unconfirmed purchase receipts per player */
+#define LOG_MAX 8         /* Data.Log is bounded */
 #define PURCHASE_CACHE 20 /* MetaTags.ProfilePurchaseIds, as the seed's example */
 #define MAX_LOADING 32
 #define RELEASE_ACK_TIMEOUT 15.0
@@ -47,8 +47,8 @@ struct session {
     int idx;
     ps_profile *profile; /* NULL while loading */
     double t_req;
-    int64_t count;       /* SessionLoadCount of this session */
-    int64_t seq, acked;  /* last stamp given, last stamp seen in MetaTagsLatest */
+    int64_t count;      /* SessionLoadCount of this session */
+    int64_t seq, acked; /* last stamp given, last stamp seen in MetaTagsLatest */
     pending_save pend[PEND_MAX];
     int npend;
     int releasing, lost, want_save, pending_locks;
@@ -171,8 +171,8 @@ static void stamp(session *s)
         memmove(&s->pend[0], &s->pend[1], (PEND_MAX - 1) * sizeof s->pend[0]);
         s->npend--;
     }
-    s->pend[s->npend++] = (pending_save){s->seq, sim_now(),
-                                         json_int_or(json_object_get(data, "Plays"), 0)};
+    s->pend[s->npend++] =
+        (pending_save){s->seq, sim_now(), json_int_or(json_object_get(data, "Plays"), 0)};
 }
 
 /* The before-save hook: every save of an active profile gets its own stamp. A release
@@ -189,7 +189,11 @@ static int id_in(const json_t *list, const char *id)
 {
     size_t i;
     json_t *v;
-    json_array_foreach(list, i, v) if (json_is_string(v) && strcmp(json_string_value(v), id) == 0) return 1;
+    json_array_foreach(list, i, v)
+    {
+        if (json_is_string(v) && strcmp(json_string_value(v), id) == 0)
+            return 1;
+    }
     return 0;
 }
 
@@ -273,8 +277,9 @@ static void plan_stale_write(server *sv, session *s)
     if (!sv->o->break_fencing || sv->index != 0 || sv->stale.active ||
         sv->stale_writes >= STALE_WRITES_MAX)
         return;
-    sv->stale = (stale_plan){1, s->idx, json_deep_copy(ps_profile_data(s->profile)),
-                             s->count, s->seq + 1, sim_now() + 1.5};
+    sv->stale =
+        (stale_plan){1,        s->idx,     json_deep_copy(ps_profile_data(s->profile)),
+                     s->count, s->seq + 1, sim_now() + 1.5};
 }
 
 /* ListenToRelease: our own release (ignored) or the session was taken over. */
@@ -426,10 +431,11 @@ static void send_gift(server *sv, session *from)
         return;
     g->srv = sv;
     sim_key(g->to, sizeof g->to, rng_below(sv, sv->nplayers));
-    snprintf(g->id, sizeof g->id, "g%d.%d.%ld", sv->index, sv->restart, ++sv->gifts_started);
+    snprintf(g->id, sizeof g->id, "g%d.%d.%ld", sv->index, sv->restart,
+             ++sv->gifts_started);
     snprintf(g->from, sizeof g->from, "%s", from ? skey(from) : "system");
-    if (ps_store_global_update_profile_async(sv->store, g->to, gift_handler, gift_done, g) !=
-        PS_OK)
+    if (ps_store_global_update_profile_async(sv->store, g->to, gift_handler, gift_done,
+                                             g) != PS_OK)
         free(g);
 }
 
@@ -452,8 +458,9 @@ static void deliver_receipts(server *sv, session *s)
         }
         int64_t n = json_int_or(json_object_get(bought, pl->receipts[i]), 0) + 1;
         json_object_set_new(bought, pl->receipts[i], json_integer(n));
-        json_object_set_new(data, "Coins",
-                            json_integer(json_int_or(json_object_get(data, "Coins"), 0) + 100));
+        json_object_set_new(
+            data, "Coins",
+            json_integer(json_int_or(json_object_get(data, "Coins"), 0) + 100));
         json_t *cache = json_is_array(ids) ? json_deep_copy(ids) : json_array();
         while (json_array_size(cache) >= PURCHASE_CACHE)
             json_array_remove(cache, 0);
@@ -481,7 +488,8 @@ static ps_not_released_action on_not_released(int64_t place, const char *job, vo
     server *sv = s->srv;
     char key[32];
     sim_key(key, sizeof key, s->idx);
-    sim_journal_write(sv->journal, "F %s %lld %s", key, (long long)place, job ? job : "-");
+    sim_journal_write(sv->journal, "F %s %lld %s", key, (long long)place,
+                      job ? job : "-");
     atomic_fetch_add(&sv->stats->force_loads, 1);
     return PS_FORCE_LOAD;
 }
@@ -517,8 +525,9 @@ static void load_done(int status, ps_profile *profile, void *ud)
     s->count = ps_profile_session_load_count(profile);
     const json_t *latest = ps_profile_meta_tags_latest(profile);
     s->acked = json_int_or(json_object_get(latest, "SaveSeq"), 0);
-    sim_journal_write(sv->journal, "L %s %lld %lld %lld %.6f", skey(s), (long long)s->count,
-                      (long long)s->seq, (long long)s->acked, s->t_req);
+    sim_journal_write(sv->journal, "L %s %lld %lld %lld %.6f", skey(s),
+                      (long long)s->count, (long long)s->seq, (long long)s->acked,
+                      s->t_req);
     atomic_fetch_add(&sv->stats->loads, 1);
     sv->online++;
     setup_session(sv, s);
@@ -536,8 +545,10 @@ static void start_load(server *sv, int idx)
     s->srv = sv;
     s->idx = idx;
     s->t_req = sim_now();
-    if (ps_store_load_profile_async(sv->store, key, on_not_released, load_done, s) != PS_OK) {
-        sim_journal_write(sv->journal, "I %s load refused: %s", key, ps_error_last()->message);
+    if (ps_store_load_profile_async(sv->store, key, on_not_released, load_done, s) !=
+        PS_OK) {
+        sim_journal_write(sv->journal, "I %s load refused: %s", key,
+                          ps_error_last()->message);
         sv->players[idx].retry_at = sim_now() + 1;
         free(s);
         return;
@@ -597,15 +608,17 @@ static void run_stale_write(server *sv)
     double t_snap = sim_now();
     if (!sv->raw && ps_backend_open(&sv->raw, sv->o->store_url) != PS_OK)
         sv->raw = NULL;
-    int rc = sv->raw ? sv->raw->update(sv->raw, sv->o->store_name, key, stale_transform, plan)
-                     : PS_EBACKEND;
+    int rc = sv->raw
+                 ? sv->raw->update(sv->raw, sv->o->store_name, key, stale_transform, plan)
+                 : PS_EBACKEND;
     if (rc == PS_OK) {
         /* A broken library would have reported this save as done: journal it so. */
         sim_journal_write(sv->journal, "B %s %lld %lld", key, (long long)plan->count,
                           (long long)plan->seq);
-        sim_journal_write(sv->journal, "S %s %lld %lld %.6f %lld", key, (long long)plan->seq,
-                          (long long)plan->count, t_snap,
-                          (long long)json_int_or(json_object_get(plan->data, "Plays"), 0));
+        sim_journal_write(
+            sv->journal, "S %s %lld %lld %.6f %lld", key, (long long)plan->seq,
+            (long long)plan->count, t_snap,
+            (long long)json_int_or(json_object_get(plan->data, "Plays"), 0));
         sv->stale_writes++;
     }
     json_decref(plan->data);
@@ -641,15 +654,16 @@ static void play(session *s)
     }
     while (json_array_size(log) >= LOG_MAX)
         json_array_remove(log, 0);
-    json_array_append_new(log, json_pack("{s:s, s:I}", "By", s->srv->job, "Play",
-                                         (json_int_t)plays));
+    json_array_append_new(
+        log, json_pack("{s:s, s:I}", "By", s->srv->job, "Play", (json_int_t)plays));
 }
 
 static void join(server *sv)
 {
     for (int tries = 0; tries < 16; tries++) {
         int idx = rng_below(sv, sv->nplayers), expected = 0;
-        if (atomic_compare_exchange_strong(&sv->board->location[idx], &expected, here(sv)))
+        if (atomic_compare_exchange_strong(&sv->board->location[idx], &expected,
+                                           here(sv)))
             return; /* load_arrivals loads it */
     }
 }
@@ -698,8 +712,8 @@ static void random_action(server *sv)
     else if (r < 80)
         send_gift(sv, s);
     else if (r < 84 && sv->o->servers > 1)
-        depart(sv, s, 1 + (sv->index + 1 + rng_below(sv, sv->o->servers - 1)) %
-                              sv->o->servers);
+        depart(sv, s,
+               1 + (sv->index + 1 + rng_below(sv, sv->o->servers - 1)) % sv->o->servers);
     else if (r < 88)
         depart(sv, s, 0);
     else if (r < 90)
@@ -803,13 +817,15 @@ static int server_open(server *sv, const sim_options *o, const sim_server_args *
     config.force_load_max_steps = o->force_load_max_steps;
     config.assume_dead_session_lock = o->assume_dead_session_lock;
     if (ps_service_new(&sv->service, &config) != PS_OK) {
-        fprintf(stderr, "profilesim: server %d: %s\n", a->index, ps_error_last()->message);
+        fprintf(stderr, "profilesim: server %d: %s\n", a->index,
+                ps_error_last()->message);
         return -1;
     }
     ps_service_issue_signal_connect(NULL, sv->service, on_issue, sv, NULL);
-    json_t *template_ = json_pack("{s:i, s:i, s:i, s:[], s:{}, s:{}}", "Plays", 0, "Coins", 0,
-                                  "Seq", 0, "Log", "Gifts", "Purchases");
-    int rc = ps_service_get_profile_store(&sv->store, sv->service, o->store_name, template_);
+    json_t *template_ = json_pack("{s:i, s:i, s:i, s:[], s:{}, s:{}}", "Plays", 0,
+                                  "Coins", 0, "Seq", 0, "Log", "Gifts", "Purchases");
+    int rc =
+        ps_service_get_profile_store(&sv->store, sv->service, o->store_name, template_);
     json_decref(template_);
     if (rc != PS_OK) {
         fprintf(stderr, "profilesim: %s\n", ps_error_last()->message);

@@ -69,8 +69,8 @@ int sim_journal_reset_dir(const char *dir);
 /* ---- server.c ------------------------------------------------------------------- */
 
 typedef struct sim_server_args {
-    int index;       /* 0..servers-1, or -1 for the drain server */
-    int restart;     /* how many times this slot was restarted */
+    int index;   /* 0..servers-1, or -1 for the drain server */
+    int restart; /* how many times this slot was restarted */
     const char *job_id;
     const char *journal_path;
 } sim_server_args;
@@ -98,8 +98,8 @@ typedef struct sim_totals {
 
 typedef struct sim_check {
     long violations;
-    long dead_locks;     /* sessions left by killed servers (expected; drained) */
-    long pending_gifts;  /* accepted gifts still Active/Locked before the drain */
+    long dead_locks;    /* sessions left by killed servers (expected; drained) */
+    long pending_gifts; /* accepted gifts still Active/Locked before the drain */
     long keys;
     sim_totals totals;
 } sim_check;

@@ -40,8 +40,8 @@ static void observe(sim_journal *j, ps_backend *b, const char *store, int idx, s
         return;
     json_t *doc = json_loadb(bytes.data, bytes.len, 0, NULL);
     ps_bytes_dispose(&bytes);
-    long long count = field_int(json_object_get(json_object_get(doc, "MetaData"),
-                                                "SessionLoadCount"));
+    long long count =
+        field_int(json_object_get(json_object_get(doc, "MetaData"), "SessionLoadCount"));
     long long seq = field_int(json_object_get(json_object_get(doc, "Data"), "Seq"));
     json_decref(doc);
     if (count != last->count || seq != last->seq) {
@@ -59,7 +59,8 @@ int sim_watcher_main(const sim_options *o, const char *journal_path)
     seen *last = calloc((size_t)o->players, sizeof *last);
     ps_backend *b = NULL;
     if (!j || !last || ps_backend_open(&b, o->store_url) != PS_OK) {
-        fprintf(stderr, "profilesim: watcher cannot start: %s\n", ps_error_last()->message);
+        fprintf(stderr, "profilesim: watcher cannot start: %s\n",
+                ps_error_last()->message);
         return 2;
     }
     for (int i = 0; i < o->players; i++)
