@@ -84,7 +84,13 @@ typedef struct ps_backend ps_backend;             /**< see profileservice/backen
 /**
  * Time source, in seconds. When set, it is used both for timestamps written to the
  * store (ProfileCreateTime, LastUpdate: Unix seconds expected) and for scheduling
- * (auto-save, retries, issue window). Must be thread-safe: workers read it too.
+ * (auto-save, retries, issue window), exactly as it returns them. Must be
+ * thread-safe: workers read it too.
+ *
+ * Clocks (README "Clocks"): without an injected clock, stamps are the system clock
+ * moved onto the store's own clock when the store has one (PostgreSQL: the offset to
+ * its clock_timestamp() is measured at ps_service_new and every 5 minutes), so
+ * servers whose clocks disagree compare LastUpdate on one clock.
  */
 typedef double (*ps_clock_fn)(void *userdata);
 
@@ -112,7 +118,12 @@ typedef struct ps_config {
                                          (Roblox's RobloxWriteCooldown was 7 s) */
     double load_repeat_delay;       /**< wait between load/release retries, default 7 s */
     int force_load_max_steps;       /**< ForceLoadMaxSteps, default 8 */
-    double assume_dead_session_lock; /**< AssumeDeadSessionLock, default 1800 s */
+    double assume_dead_session_lock; /**< AssumeDeadSessionLock, default 1800 s:
+                                          another server's lock is dead once its
+                                          LastUpdate is further than this from now,
+                                          on either side (a stamp that far in the
+                                          future is a broken clock); ±5 min of skew
+                                          between servers is well inside it */
     int issue_count_for_critical_state; /**< default 5 */
     double issue_last;              /**< lifetime of one issue, default 120 s */
     double critical_state_last;     /**< default 120 s */
@@ -303,6 +314,8 @@ PS_EXTERN json_t *ps_profile_data(ps_profile *profile);
 /**
  * Profile.MetaData as a read-only object: ProfileCreateTime, SessionLoadCount,
  * ActiveSession, ForceLoadSession (when set), LastUpdate, MetaTags, MetaTagsLatest.
+ * ProfileCreateTime and LastUpdate are Unix seconds on the store's clock where it has
+ * one (see ps_clock_fn).
  * @return borrowed, do not modify (use ps_profile_set_meta_tag); NULL for a view of a
  *         never-created key.
  */
@@ -384,7 +397,8 @@ PS_EXTERN int ps_profile_save(ps_profile *profile);
 
 /**
  * Replaces Profile.Data (for bindings that keep Data in their own language and copy it
- * back before each save). Steals @p data, even when it fails.
+ * back before each save). Steals @p data, even when it fails. Also allowed inside
+ * the before-save hook of the final (release) save.
  * @return PS_OK; PS_EINVAL (not an object); PS_EVIEW; PS_ERELEASED.
  */
 PS_EXTERN int ps_profile_set_data_new(ps_profile *profile, json_t *data);

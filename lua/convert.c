@@ -32,7 +32,7 @@ typedef struct encoder {
     size_t errlen;
 } encoder;
 
-/* ---- the path of the value being converted --------------------------------------- */
+/* ---- the path of the value being converted ----------------------------------------- */
 
 static void path_append(encoder *e, const char *text)
 {
@@ -114,7 +114,7 @@ static json_t *fail(encoder *e, const char *fmt, ...)
     return NULL;
 }
 
-/* ---- Lua → JSON ---------------------------------------------------------------------- */
+/* ---- Lua to JSON ------------------------------------------------------------------- */
 
 static json_t *encode_value(encoder *e, int idx, lps_root root);
 
@@ -163,8 +163,8 @@ static int table_classify(encoder *e, int idx, table_shape *s)
         return -1;
     }
     if (s->ints && s->max_int != s->count) {
-        fail(e, "is a sparse array (index %lld, but %lld entries)",
-             (long long)s->max_int, (long long)s->count);
+        fail(e, "is a sparse array (index %lld, but %lld entries)", (long long)s->max_int,
+             (long long)s->count);
         return -1;
     }
     return 0;
@@ -291,13 +291,14 @@ json_t *lps__to_json(lua_State *L, int idx, lps_root root, const char *root_name
     e.errlen = errlen;
     path_append(&e, root_name);
     if (!lua_checkstack(L, 6)) {
-        snprintf(err, errlen, "%s could not be converted (Lua stack overflow)", root_name);
+        snprintf(err, errlen, "%s could not be converted (Lua stack overflow)",
+                 root_name);
         return NULL;
     }
     return encode_value(&e, lua_absindex(L, idx), root);
 }
 
-/* ---- JSON → Lua ---------------------------------------------------------------------- */
+/* ---- JSON to Lua ------------------------------------------------------------------- */
 
 void lps__push_json(lua_State *L, const json_t *json)
 {

@@ -25,8 +25,17 @@
 
 #define LPS_MESSAGE_MAX 512
 
-typedef enum lps_clock_mode { CLOCK_SYSTEM, CLOCK_FUNCTION, CLOCK_VIRTUAL } lps_clock_mode;
-typedef enum lps_signal_kind { SIG_ISSUE, SIG_CORRUPTION, SIG_CRITICAL, SIG_COUNT } lps_signal_kind;
+typedef enum lps_clock_mode {
+    CLOCK_SYSTEM,
+    CLOCK_FUNCTION,
+    CLOCK_VIRTUAL
+} lps_clock_mode;
+typedef enum lps_signal_kind {
+    SIG_ISSUE,
+    SIG_CORRUPTION,
+    SIG_CRITICAL,
+    SIG_COUNT
+} lps_signal_kind;
 
 typedef struct lps_waiter lps_waiter;
 typedef struct lps_profile lps_profile;
@@ -39,21 +48,21 @@ typedef struct lps_wlist {
 /* The module's state: one per Lua state, a full userdata kept as upvalue 1 of every
  * function of the module and of every method. Its __gc shuts the service down. */
 typedef struct lps_state {
-    lua_State *L;         /* the thread that entered the binding last: callbacks run on it */
-    ps_service *service;  /* created lazily by lps__service() */
-    int locked_early;     /* Shutdown() before the service existed */
-    int callback_depth;   /* > 0 while a Lua listener, handler or clock function runs */
-    int closed;           /* __gc ran */
+    lua_State *L; /* the thread that entered the binding last: callbacks run on it */
+    ps_service *service; /* created lazily by lps__service() */
+    int locked_early;    /* Shutdown() before the service existed */
+    int callback_depth;  /* > 0 while a Lua listener, handler or clock function runs */
+    int closed;          /* __gc ran */
 
-    ps_config config;     /* ProfileService.Configure{…} */
+    ps_config config; /* ProfileService.Configure{…} */
     char *store_url, *job_id;
     lps_clock_mode clock_mode;
     int clock_ref, sleep_ref; /* CLOCK_FUNCTION: Lua functions in the registry */
     _Atomic double now;       /* what the library's clock returns (not CLOCK_SYSTEM) */
 
     int signal_ref[SIG_COUNT]; /* the three Signal userdata */
-    int actives_ref;  /* registry table: lightuserdata(lps_profile) -> active Profile */
-    int stores_ref;   /* registry table: store name -> ProfileStore userdata */
+    int actives_ref; /* registry table: lightuserdata(lps_profile) -> active Profile */
+    int stores_ref;  /* registry table: store name -> ProfileStore userdata */
 
     lps_wlist pending, ready; /* coroutines waiting on an async call */
     lps_profile *profiles;    /* wrapped loaded profiles, for the MetaData refresh */
@@ -64,18 +73,19 @@ typedef struct lps_state {
 /* Profile userdata. Data and MetaData are Lua tables kept in the registry; the
  * before-save hook copies them into the C profile right before each save. */
 struct lps_profile {
-    ps_profile *p;        /* NULL once collected */
+    ps_profile *p; /* NULL once collected */
     lps_state *st;
     int is_view;
-    int data_ref, meta_ref;  /* registry refs (LUA_REFNIL when absent) */
+    int data_ref, meta_ref;      /* registry refs (LUA_REFNIL when absent) */
     ps_connection *release_conn; /* our own release listener */
-    json_t *seen[6];      /* MetaData values last copied into Lua (references) */
-    lps_profile *next, *prev; /* st->profiles (loaded profiles only) */
+    json_t *seen[6];             /* MetaData values last copied into Lua (references) */
+    lps_profile *next, *prev;    /* st->profiles (loaded profiles only) */
 };
 
 /* ---- profileservice.c --------------------------------------------------------- */
 
-/* The state (upvalue 1) of the running C function; records L as the callback thread. */
+/* The state (upvalue 1) of the running module function; records L as the thread
+ * callbacks run on. Methods do the same from their object (check_profile, …). */
 lps_state *lps__enter(lua_State *L);
 /* The service, created with the configured settings on first use; raises on error. */
 ps_service *lps__service(lua_State *L, lps_state *st);
@@ -89,26 +99,34 @@ int lps__protect(lps_state *st, lua_CFunction fn, void *arg, char *err, size_t e
                  int traceback);
 /* Reports an error of a listener or coroutine on stderr; the service carries on. */
 void lps__report(const char *what, const char *message);
-/* Calls the Lua listeners of a service signal; @p push pushes the arguments. */
-void lps__emit(lps_state *st, lps_signal_kind kind, int (*push)(lua_State *L, void *arg),
-               void *arg);
-/* Resumes coroutines whose async call finished (ProfileService.Update does it). */
-void lps__resume_ready(lua_State *L, lps_state *st);
-/* A Connection userdata for a C connection; fn_index is the listener function. The
- * returned record is the userdata of the C connect call (free with lps__record_free). */
-typedef struct lps_record lps_record;
-lps_record *lps__record_new(lua_State *L, lps_state *st, int fn_index);
-void lps__record_free(void *record);
-void lps__record_attach(lps_record *record, ps_connection *connection);
-/* Calls the record's Lua function with the pushed arguments (a listener). */
-void lps__record_call(lps_record *record, const char *what,
-                      int (*push)(lua_State *L, void *arg), void *arg);
 /* Raises a Lua error with ps_error_last()'s message. */
 int lps__raise_last(lua_State *L);
 /* Frees a profile handle now, or later when inside a callback (a collected
  * userdata's __gc can run in the middle of a library call). */
 void lps__free_profile(lps_state *st, ps_profile *p);
 void lps__free_deferred(lps_state *st);
+
+/* ---- signal.c ------------------------------------------------------------------- */
+
+/* The Signal and Connection metatables. */
+void lps__signal_open(lua_State *L, lps_state *st);
+/* The three Signal objects, set as fields of the module table on the stack top. */
+void lps__signals_new(lua_State *L, lps_state *st);
+/* Connects the library's signals of @p service to the Lua listeners. */
+int lps__signals_connect(lps_state *st, ps_service *service);
+/* Calls the Lua listeners of a service signal; @p push pushes the arguments. */
+void lps__emit(lps_state *st, lps_signal_kind kind, int (*push)(lua_State *L, void *arg),
+               void *arg);
+/* A listener of a C signal: pushes a Connection userdata and returns the record to
+ * pass as the connect call's userdata, with lps__record_free as its free_userdata
+ * (or to free when the connect call fails). */
+typedef struct lps_record lps_record;
+lps_record *lps__record_new(lua_State *L, lps_state *st, int fn_index);
+void lps__record_free(void *record);
+void lps__record_attach(lps_record *record, ps_connection *connection);
+/* Calls the record's Lua function with the pushed arguments, reporting errors. */
+void lps__record_call(lps_record *record, const char *what,
+                      int (*push)(lua_State *L, void *arg), void *arg);
 
 /* ---- convert.c ------------------------------------------------------------------ */
 
@@ -133,8 +151,8 @@ void lps__store_open(lua_State *L, lps_state *st);
 int lps__get_profile_store(lua_State *L);
 /* Frees the waiters left when the state closes. */
 void lps__waiters_free(lps_state *st);
-/* Resumes one ready waiter's coroutine; 0 when none is ready. */
-int lps__resume_one(lua_State *L, lps_state *st);
+/* Resumes the coroutines whose async call finished by then (Update, Shutdown). */
+void lps__resume_ready(lua_State *L, lps_state *st);
 
 /* ---- profile.c ----------------------------------------------------------------- */
 
@@ -150,8 +168,8 @@ void lps__invalidate_gu(void *handler_gu);
 /* Copies what the library now says about each wrapped profile (SessionLoadCount,
  * ActiveSession, MetaTagsLatest, …) into its Lua MetaData table. */
 void lps__refresh_all_meta(lps_state *st);
-/* Copies a profile's Lua Data and MetaTags into the C profile. @return 0 or -1
- * (message in err). */
+/* Copies a profile's Lua Data and MetaTags into the C profile. @return 0; -1 (message
+ * in err); -2 when Profile.Data is not a table. */
 int lps__profile_sync(lps_state *st, lps_profile *lp, char *err, size_t errlen);
 
 #endif /* LPS_H */

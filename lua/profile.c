@@ -31,7 +31,7 @@ typedef struct lps_gu {
     gu_kind kind;
 } lps_gu;
 
-/* ---- MetaData refresh ----------------------------------------------------------------- */
+/* ---- MetaData refresh -------------------------------------------------------------- */
 
 static void refresh_meta(lua_State *L, lps_profile *lp)
 {
@@ -71,7 +71,7 @@ void lps__refresh_all_meta(lps_state *st)
         lps__report("the MetaData refresh", err);
 }
 
-/* ---- Data and MetaTags → the C profile ----------------------------------------------- */
+/* ---- Data and MetaTags to the C profile -------------------------------------------- */
 
 typedef struct sync_args {
     lps_profile *lp;
@@ -96,7 +96,8 @@ static int sync_convert(lua_State *L)
     lua_rawgeti(L, LUA_REGISTRYINDEX, a->lp->meta_ref);
     if (lua_istable(L, -1))
         lua_getfield(L, -1, "MetaTags");
-    a->tags = lps__to_json(L, -1, ROOT_OBJECT, "MetaData.MetaTags", a->err, sizeof a->err);
+    a->tags =
+        lps__to_json(L, -1, ROOT_OBJECT, "MetaData.MetaTags", a->err, sizeof a->err);
     return 0;
 }
 
@@ -182,8 +183,8 @@ static int before_save(ps_profile *p, void *userdata)
     if (st->service && ps_service_locked(st->service) && !ps_profile_is_active(p)) {
         /* Shutdown must end: release with the last data that could be stored. */
         char message[LPS_MESSAGE_MAX + 80];
-        snprintf(message, sizeof message, "%s; released with the last data that could "
-                                          "be saved", err);
+        snprintf(message, sizeof message,
+                 "%s; released with the last data that could be saved", err);
         a.message = message;
         lps__emit(st, SIG_ISSUE, push_issue, &a);
         return 0;
@@ -214,7 +215,7 @@ static void on_released(ps_profile *p, int64_t place_id, const char *job_id, voi
         lps__report("the release bookkeeping", err);
 }
 
-/* ---- wrapping a ps_profile ------------------------------------------------------------- */
+/* ---- wrapping a ps_profile --------------------------------------------------------- */
 
 static void new_gu(lua_State *L, lps_state *st, ps_global_updates *gu, gu_kind kind)
 {
@@ -259,7 +260,7 @@ void lps__push_profile(lua_State *L, lps_state *st, ps_profile *p, int is_view)
     lp->data_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     const json_t *meta = ps_profile_meta_data(p);
     lps__push_json(L, meta);
-    for (int i = 0; meta && i < 6; i++)
+    for (int i = 0; meta && !is_view && i < 6; i++) /* views never change */
         lp->seen[i] = json_incref(json_object_get(meta, refreshed_keys[i]));
     lp->meta_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     new_gu(L, st, ps_profile_global_updates(p), GU_OWN);
@@ -278,11 +279,12 @@ void lps__push_profile(lua_State *L, lps_state *st, ps_profile *p, int is_view)
     }
     link_profile(st, lp);
     ps_profile_set_before_save(p, before_save, lp);
-    if (ps_profile_listen_to_release(&lp->release_conn, p, on_released, lp, NULL) != PS_OK)
+    if (ps_profile_listen_to_release(&lp->release_conn, p, on_released, lp, NULL) !=
+        PS_OK)
         lp->release_conn = NULL;
 }
 
-/* ---- Profile methods ------------------------------------------------------------------- */
+/* ---- Profile methods --------------------------------------------------------------- */
 
 static lps_profile *check_profile(lua_State *L, int idx)
 {
@@ -420,7 +422,13 @@ static int pr_save(lua_State *L)
         return lps__raise_last(L);
     }
     char err[LPS_MESSAGE_MAX];
-    if (lps__profile_sync(st, lp, err, sizeof err) != 0)
+    int rc = lps__profile_sync(st, lp, err, sizeof err);
+    if (rc == -2) { /* "accidentally setting Profile.Data to a non table value" */
+        key_args a = {ps_store_name(ps_profile_store_of(lp->p)), ps_profile_key(lp->p),
+                      err};
+        lps__emit(st, SIG_CORRUPTION, push_store_key, &a);
+    }
+    if (rc != 0)
         return luaL_error(L, "%s", err);
     if (ps_profile_save(lp->p) != PS_OK)
         return lps__raise_last(L);
@@ -517,11 +525,13 @@ static int pr_tostring(lua_State *L)
     }
     lua_pushfstring(L, "Profile (%s/%s, %s)", ps_store_name(ps_profile_store_of(lp->p)),
                     ps_profile_key(lp->p),
-                    lp->is_view ? "view" : ps_profile_is_active(lp->p) ? "active" : "released");
+                    lp->is_view                   ? "view"
+                    : ps_profile_is_active(lp->p) ? "active"
+                                                  : "released");
     return 1;
 }
 
-/* ---- GlobalUpdates --------------------------------------------------------------------- */
+/* ---- GlobalUpdates ----------------------------------------------------------------- */
 
 void lps__push_result_gu(lua_State *L, lps_state *st, ps_global_updates *gu)
 {
@@ -545,8 +555,9 @@ static lps_gu *check_gu(lua_State *L)
     lps_gu *g = luaL_checkudata(L, 1, LPS_GU);
     g->st->L = L;
     if (g->kind == GU_HANDLER && !g->gu)
-        luaL_error(L, "this GlobalUpdates belonged to an update_handler that has returned; "
-                      "it can only be used inside the handler");
+        luaL_error(L,
+                   "this GlobalUpdates belonged to an update_handler that has returned; "
+                   "it can only be used inside the handler");
     if (g->kind == GU_OWN) {
         lua_getiuservalue(L, 1, 1);
         lps_profile *lp = lua_touserdata(L, -1);
@@ -721,7 +732,7 @@ static int gu_tostring(lua_State *L)
     return 1;
 }
 
-/* ---- metatables ------------------------------------------------------------------------- */
+/* ---- metatables -------------------------------------------------------------------- */
 
 static const luaL_Reg profile_methods[] = {{"IsActive", pr_is_active},
                                            {"GetMetaTag", pr_get_meta_tag},
@@ -748,8 +759,8 @@ static const luaL_Reg gu_methods[] = {{"GetActiveUpdates", gu_get_active},
                                       {"ClearActiveUpdate", gu_clear_active},
                                       {NULL, NULL}};
 
-static const luaL_Reg gu_meta[] = {{"__gc", gu_gc}, {"__tostring", gu_tostring},
-                                   {NULL, NULL}};
+static const luaL_Reg gu_meta[] = {
+    {"__gc", gu_gc}, {"__tostring", gu_tostring}, {NULL, NULL}};
 
 void lps__profile_open(lua_State *L, lps_state *st)
 {

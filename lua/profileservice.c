@@ -4,9 +4,9 @@
  * explicit: Configure{…}, Update() (call it every tick, like Heartbeat) and Shutdown()
  * (BindToClose; also run when the Lua state closes).
  *
- * This file holds the module state, its settings and clock, the protected calls into
- * Lua that every callback goes through, the three service signals and connections.
- * store.c has ProfileStore and the coroutine machinery, profile.c Profile and
+ * This file holds the module state, its settings and clock, and the protected calls
+ * into Lua that every callback goes through. signal.c has the service signals and the
+ * connections, store.c ProfileStore and the coroutine machinery, profile.c Profile and
  * GlobalUpdates, convert.c the Lua ⇄ JSON mapping.
  */
 #include "lps.h"
@@ -19,9 +19,7 @@
 #include <string.h>
 #include <time.h>
 
-#define DEFAULT_STORE "sqlite:profiles.db"
-
-/* ---- entering the binding, callbacks into Lua ------------------------------------- */
+/* ---- entering the binding, callbacks into Lua -------------------------------------- */
 
 lps_state *lps__enter(lua_State *L)
 {
@@ -33,8 +31,10 @@ lps_state *lps__enter(lua_State *L)
 void lps__check_can_block(lua_State *L, lps_state *st, const char *what)
 {
     if (st->callback_depth > 0)
-        luaL_error(L, "%s cannot be called from inside a listener or handler "
-                      "(listeners must not yield)", what);
+        luaL_error(L,
+                   "%s cannot be called from inside a listener or handler "
+                   "(listeners must not yield)",
+                   what);
 }
 
 int lps__raise_last(lua_State *L)
@@ -90,7 +90,7 @@ int lps__protect(lps_state *st, lua_CFunction fn, void *arg, char *err, size_t e
     return rc;
 }
 
-/* ---- profile handles -------------------------------------------------------------- */
+/* ---- profile handles --------------------------------------------------------------- */
 
 void lps__free_profile(lps_state *st, ps_profile *p)
 {
@@ -115,7 +115,7 @@ void lps__free_deferred(lps_state *st)
         ps_profile_free(st->deferred[--st->deferred_count]);
 }
 
-/* ---- the clock -------------------------------------------------------------------- */
+/* ---- the clock --------------------------------------------------------------------- */
 
 /* The library's clock: workers call it, so it only reads a number the host set. */
 static double clock_now(void *userdata)
@@ -197,310 +197,6 @@ static int m_advance_clock(lua_State *L)
     return 1;
 }
 
-/* ---- the three service signals ----------------------------------------------------- */
-
-typedef struct lps_sig {
-    lps_state *st;
-    lps_signal_kind kind;
-    int count;    /* entries in the listener list (uservalue 1) */
-    int emitting; /* emissions in progress: disconnects only mark */
-    int dirty;    /* a connection was disconnected during an emission */
-} lps_sig;
-
-/* Connection userdata: a listener of a service signal (Lua list) or of a profile's
- * C signal (record). */
-typedef struct lps_conn {
-    lps_state *st;
-    int on_signal;       /* 1: uservalue 1 is the function, 2 the Signal */
-    int connected;
-    lps_record *record;  /* C connections: NULL once disconnected or owner freed */
-} lps_conn;
-
-struct lps_record {
-    lps_state *st;
-    int fn_ref;
-    ps_connection *connection;
-    lps_conn *conn; /* the Connection userdata, NULL once collected */
-};
-
-static const char *const signal_names[SIG_COUNT] = {"IssueSignal", "CorruptionSignal",
-                                                     "CriticalStateSignal"};
-
-static void push_signal(lua_State *L, lps_state *st, lps_signal_kind kind)
-{
-    lua_rawgeti(L, LUA_REGISTRYINDEX, st->signal_ref[kind]);
-}
-
-/* Drops disconnected listeners from the list (not during an emission). */
-static int compact_signal(lua_State *L)
-{
-    lps_sig *sig = lua_touserdata(L, 1);
-    push_signal(L, sig->st, sig->kind);
-    lua_getiuservalue(L, -1, 1);
-    int list = lua_gettop(L), keep = 0;
-    for (int i = 1; i <= sig->count; i++) {
-        lua_rawgeti(L, list, i);
-        lps_conn *c = lua_touserdata(L, -1);
-        if (c->connected)
-            lua_rawseti(L, list, ++keep);
-        else
-            lua_pop(L, 1);
-    }
-    for (int i = keep + 1; i <= sig->count; i++) {
-        lua_pushnil(L);
-        lua_rawseti(L, list, i);
-    }
-    sig->count = keep;
-    sig->dirty = 0;
-    return 0;
-}
-
-typedef struct emit_args {
-    lps_sig *sig;
-    int index;
-    int (*push)(lua_State *L, void *arg);
-    void *arg;
-} emit_args;
-
-static int call_listener(lua_State *L)
-{
-    emit_args *a = lua_touserdata(L, 1);
-    push_signal(L, a->sig->st, a->sig->kind);
-    lua_getiuservalue(L, -1, 1);
-    lua_rawgeti(L, -1, a->index);
-    lps_conn *c = lua_touserdata(L, -1);
-    if (!c || !c->connected)
-        return 0;
-    lua_getiuservalue(L, -1, 1);
-    int n = a->push(L, a->arg);
-    lua_call(L, n, 0);
-    return 0;
-}
-
-void lps__emit(lps_state *st, lps_signal_kind kind, int (*push)(lua_State *L, void *arg),
-               void *arg)
-{
-    lua_State *L = st->L;
-    if (!lua_checkstack(L, 4))
-        return;
-    push_signal(L, st, kind);
-    lps_sig *sig = lua_touserdata(L, -1);
-    lua_pop(L, 1);
-    int n = sig->count; /* listeners connected during the emission wait for the next */
-    char err[LPS_MESSAGE_MAX], what[64];
-    snprintf(what, sizeof what, "%s listener", signal_names[kind]);
-    sig->emitting++;
-    for (int i = 1; i <= n; i++) {
-        emit_args a = {sig, i, push, arg};
-        if (lps__protect(st, call_listener, &a, err, sizeof err, 1) != LUA_OK)
-            lps__report(what, err);
-    }
-    sig->emitting--;
-    if (!sig->emitting && sig->dirty)
-        lps__protect(st, compact_signal, sig, err, sizeof err, 0);
-}
-
-static int s_connect(lua_State *L)
-{
-    lps_sig *sig = luaL_checkudata(L, 1, LPS_SIGNAL);
-    luaL_checktype(L, 2, LUA_TFUNCTION);
-    lps_conn *c = lua_newuserdatauv(L, sizeof *c, 2);
-    c->st = sig->st;
-    c->on_signal = 1;
-    c->connected = 1;
-    c->record = NULL;
-    luaL_setmetatable(L, LPS_CONNECTION);
-    lua_pushvalue(L, 2);
-    lua_setiuservalue(L, -2, 1);
-    lua_pushvalue(L, 1);
-    lua_setiuservalue(L, -2, 2);
-    lua_getiuservalue(L, 1, 1);
-    lua_pushvalue(L, -2);
-    lua_rawseti(L, -2, ++sig->count);
-    lua_pop(L, 1);
-    return 1;
-}
-
-static int s_tostring(lua_State *L)
-{
-    lps_sig *sig = luaL_checkudata(L, 1, LPS_SIGNAL);
-    lua_pushfstring(L, "ScriptSignal (%s)", signal_names[sig->kind]);
-    return 1;
-}
-
-/* ---- connections ------------------------------------------------------------------- */
-
-lps_record *lps__record_new(lua_State *L, lps_state *st, int fn_index)
-{
-    fn_index = lua_absindex(L, fn_index);
-    luaL_checktype(L, fn_index, LUA_TFUNCTION);
-    lps_conn *c = lua_newuserdatauv(L, sizeof *c, 0);
-    c->st = st;
-    c->on_signal = 0;
-    c->connected = 0;
-    c->record = NULL;
-    luaL_setmetatable(L, LPS_CONNECTION);
-    lps_record *r = malloc(sizeof *r);
-    if (!r)
-        luaL_error(L, "out of memory");
-    lua_pushvalue(L, fn_index);
-    r->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    r->st = st;
-    r->connection = NULL;
-    r->conn = c;
-    c->record = r;
-    c->connected = 1;
-    return r;
-}
-
-void lps__record_attach(lps_record *record, ps_connection *connection)
-{
-    record->connection = connection;
-}
-
-/* free_userdata of every C connection: runs once, at disconnect or owner death. */
-void lps__record_free(void *userdata)
-{
-    lps_record *r = userdata;
-    if (r->conn) {
-        r->conn->record = NULL;
-        r->conn->connected = 0;
-    }
-    luaL_unref(r->st->L, LUA_REGISTRYINDEX, r->fn_ref);
-    free(r);
-}
-
-typedef struct record_args {
-    lps_record *record;
-    int (*push)(lua_State *L, void *arg);
-    void *arg;
-} record_args;
-
-static int call_record(lua_State *L)
-{
-    record_args *a = lua_touserdata(L, 1);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, a->record->fn_ref);
-    int n = a->push(L, a->arg); /* may disconnect: a->record is not used after */
-    lua_call(L, n, 0);
-    return 0;
-}
-
-void lps__record_call(lps_record *record, const char *what,
-                      int (*push)(lua_State *L, void *arg), void *arg)
-{
-    char err[LPS_MESSAGE_MAX];
-    record_args a = {record, push, arg};
-    if (lps__protect(record->st, call_record, &a, err, sizeof err, 1) != LUA_OK)
-        lps__report(what, err);
-}
-
-static lps_conn *check_connection(lua_State *L)
-{
-    lps_conn *c = luaL_checkudata(L, 1, LPS_CONNECTION);
-    c->st->L = L;
-    return c;
-}
-
-static int c_disconnect(lua_State *L)
-{
-    lps_conn *c = check_connection(L);
-    lps_state *st = c->st;
-    if (!c->on_signal) {
-        if (c->record && c->record->connection)
-            ps_connection_disconnect(c->record->connection); /* frees the record */
-        c->connected = 0;
-        return 0;
-    }
-    if (!c->connected)
-        return 0;
-    c->connected = 0;
-    lua_getiuservalue(L, 1, 2);
-    lps_sig *sig = lua_touserdata(L, -1);
-    sig->dirty = 1;
-    if (!sig->emitting) {
-        char err[LPS_MESSAGE_MAX];
-        lps__protect(st, compact_signal, sig, err, sizeof err, 0);
-    }
-    return 0;
-}
-
-static int c_index(lua_State *L)
-{
-    lps_conn *c = check_connection(L);
-    const char *key = luaL_checkstring(L, 2);
-    if (strcmp(key, "Connected") == 0) {
-        lua_pushboolean(L, c->connected);
-        return 1;
-    }
-    if (strcmp(key, "Disconnect") == 0) {
-        lua_pushcfunction(L, c_disconnect);
-        return 1;
-    }
-    return 0;
-}
-
-static int c_gc(lua_State *L)
-{
-    lps_conn *c = check_connection(L);
-    if (c->record) /* the listener stays connected; it just loses its handle */
-        c->record->conn = NULL;
-    c->record = NULL;
-    return 0;
-}
-
-static int c_tostring(lua_State *L)
-{
-    lps_conn *c = check_connection(L);
-    lua_pushfstring(L, "ScriptConnection (%s)", c->connected ? "connected" : "disconnected");
-    return 1;
-}
-
-/* ---- the library's signals → the Lua listeners ------------------------------------- */
-
-typedef struct issue_args {
-    const char *message, *store, *key;
-} issue_args;
-
-static int push_issue(lua_State *L, void *arg)
-{
-    issue_args *a = arg;
-    lua_pushstring(L, a->message);
-    lua_pushstring(L, a->store);
-    lua_pushstring(L, a->key);
-    return 3;
-}
-
-static void on_issue(const char *message, const char *store, const char *key, void *ud)
-{
-    issue_args a = {message, store, key};
-    lps__emit(ud, SIG_ISSUE, push_issue, &a);
-}
-
-static int push_corruption(lua_State *L, void *arg)
-{
-    issue_args *a = arg;
-    lua_pushstring(L, a->store);
-    lua_pushstring(L, a->key);
-    return 2;
-}
-
-static void on_corruption(const char *store, const char *key, void *ud)
-{
-    issue_args a = {NULL, store, key};
-    lps__emit(ud, SIG_CORRUPTION, push_corruption, &a);
-}
-
-static int push_critical(lua_State *L, void *arg)
-{
-    lua_pushboolean(L, *(int *)arg);
-    return 1;
-}
-
-static void on_critical(int is_critical, void *ud)
-{
-    lps__emit(ud, SIG_CRITICAL, push_critical, &is_critical);
-}
-
 /* ---- the service ------------------------------------------------------------------- */
 
 ps_service *lps__service(lua_State *L, lps_state *st)
@@ -510,8 +206,7 @@ ps_service *lps__service(lua_State *L, lps_state *st)
     if (st->locked_early)
         luaL_error(L, "ProfileService was shut down");
     ps_config config = st->config;
-    const char *env = getenv("PROFILESERVICE_STORE");
-    config.store_url = st->store_url ? st->store_url : env && *env ? env : DEFAULT_STORE;
+    config.store_url = st->store_url; /* NULL: $PROFILESERVICE_STORE, else the default */
     config.job_id = st->job_id;
     if (st->clock_mode != CLOCK_SYSTEM) {
         config.clock = clock_now;
@@ -521,11 +216,10 @@ ps_service *lps__service(lua_State *L, lps_state *st)
     }
     ps_service *s = NULL;
     if (ps_service_new(&s, &config) != PS_OK)
-        return luaL_error(L, "ProfileService could not start: %s", ps_error_last()->message),
+        return luaL_error(L, "ProfileService could not start: %s",
+                          ps_error_last()->message),
                NULL;
-    if (ps_service_issue_signal_connect(NULL, s, on_issue, st, NULL) != PS_OK ||
-        ps_service_corruption_signal_connect(NULL, s, on_corruption, st, NULL) != PS_OK ||
-        ps_service_critical_state_signal_connect(NULL, s, on_critical, st, NULL) != PS_OK) {
+    if (lps__signals_connect(st, s) != PS_OK) {
         ps_service_free(s);
         luaL_error(L, "ProfileService could not start: %s", ps_error_last()->message);
     }
@@ -533,14 +227,14 @@ ps_service *lps__service(lua_State *L, lps_state *st)
     return s;
 }
 
-/* ---- ProfileService.Configure{…} ------------------------------------------------- */
+/* ---- ProfileService.Configure{…} --------------------------------------------------- */
 
 /* Settings parsed from one Configure call; committed only when all of them are valid. */
 typedef struct pending_config {
     ps_config config;
-    char *store_url, *job_id;      /* NULL: unchanged */
+    char *store_url, *job_id; /* NULL: unchanged */
     lps_clock_mode clock_mode;
-    int clock_ref, sleep_ref;      /* LUA_NOREF: unchanged */
+    int clock_ref, sleep_ref; /* LUA_NOREF: unchanged */
 } pending_config;
 
 typedef enum setting_type { SET_NUMBER, SET_INT } setting_type;
@@ -552,15 +246,25 @@ typedef struct setting {
     double min;
 } setting;
 
-#define NUM(field, min) {#field, SET_NUMBER, offsetof(ps_config, field), min}
-#define INT(field, min) {#field, SET_INT, offsetof(ps_config, field), min}
+#define NUM(field, min)                                                                  \
+    {                                                                                    \
+#field, SET_NUMBER, offsetof(ps_config, field), min                              \
+    }
+#define INT(field, min)                                                                  \
+    {                                                                                    \
+#field, SET_INT, offsetof(ps_config, field), min                                 \
+    }
 
-static const setting settings[] = {
-    NUM(auto_save_period, 1e-9),      NUM(write_cooldown, 0),
-    NUM(load_repeat_delay, 0),        INT(force_load_max_steps, 1),
-    NUM(assume_dead_session_lock, 1e-9), INT(issue_count_for_critical_state, 1),
-    NUM(issue_last, 1e-9),            NUM(critical_state_last, 0),
-    INT(worker_threads, 1),           {NULL, SET_NUMBER, 0, 0}};
+static const setting settings[] = {NUM(auto_save_period, 1e-9),
+                                   NUM(write_cooldown, 0),
+                                   NUM(load_repeat_delay, 0),
+                                   INT(force_load_max_steps, 1),
+                                   NUM(assume_dead_session_lock, 1e-9),
+                                   INT(issue_count_for_critical_state, 1),
+                                   NUM(issue_last, 1e-9),
+                                   NUM(critical_state_last, 0),
+                                   INT(worker_threads, 1),
+                                   {NULL, SET_NUMBER, 0, 0}};
 
 static void configure_number(lua_State *L, pending_config *pc, const setting *s)
 {
@@ -569,8 +273,8 @@ static void configure_number(lua_State *L, pending_config *pc, const setting *s)
         int isint;
         lua_Integer v = lua_tointegerx(L, -1, &isint);
         if (!isint || v < (lua_Integer)s->min || v > 1000000000)
-            luaL_error(L, "ProfileService.Configure: %s must be an integer >= %d", s->name,
-                       (int)s->min);
+            luaL_error(L, "ProfileService.Configure: %s must be an integer >= %d",
+                       s->name, (int)s->min);
         *(int *)(void *)field = (int)v;
         return;
     }
@@ -721,7 +425,7 @@ static int m_configure(lua_State *L)
     return 0;
 }
 
-/* ---- Update, Shutdown, ServiceLocked ------------------------------------------------ */
+/* ---- Update, Shutdown, ServiceLocked ----------------------------------------------- */
 
 /* ProfileService.Update(): the tick. Applies finished work, runs auto-saves and
  * listeners, then resumes the coroutines whose LoadProfileAsync (and so on) ended. */
@@ -750,6 +454,7 @@ static int m_shutdown(lua_State *L)
         st->locked_early = 1;
         return 0;
     }
+    lps__free_deferred(st);
     lps__refresh_clock(st);
     if (ps_service_shutdown(st->service) != PS_OK)
         return lps__raise_last(L);
@@ -763,13 +468,14 @@ static int m_index(lua_State *L)
     lps_state *st = lps__enter(L);
     const char *key = lua_tostring(L, 2);
     if (key && strcmp(key, "ServiceLocked") == 0) {
-        lua_pushboolean(L, st->locked_early || (st->service && ps_service_locked(st->service)));
+        lua_pushboolean(L, st->locked_early ||
+                               (st->service && ps_service_locked(st->service)));
         return 1;
     }
     return 0;
 }
 
-/* ---- the state's lifetime ------------------------------------------------------------ */
+/* ---- the state's lifetime ---------------------------------------------------------- */
 
 /* __gc of the state (and __close of the module): shut down, free everything. */
 static int state_gc(lua_State *L)
@@ -790,6 +496,8 @@ static int state_gc(lua_State *L)
     st->closed = 1;
     lps__free_deferred(st);
     free(st->deferred);
+    st->deferred = NULL;
+    st->deferred_cap = 0;
     lps__waiters_free(st);
     free(st->store_url);
     free(st->job_id);
@@ -805,54 +513,13 @@ static int m_close(lua_State *L)
     return 0;
 }
 
-/* ---- luaopen -------------------------------------------------------------------------- */
+/* ---- luaopen ----------------------------------------------------------------------- */
 
 static void new_registry_table(lua_State *L, int *ref)
 {
     lua_newtable(L);
     *ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }
-
-static void make_signal(lua_State *L, lps_state *st, lps_signal_kind kind)
-{
-    lps_sig *sig = lua_newuserdatauv(L, sizeof *sig, 1);
-    memset(sig, 0, sizeof *sig);
-    sig->st = st;
-    sig->kind = kind;
-    luaL_setmetatable(L, LPS_SIGNAL);
-    lua_newtable(L);
-    lua_setiuservalue(L, -2, 1);
-    lua_pushvalue(L, -1);
-    st->signal_ref[kind] = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_setfield(L, -2, signal_names[kind]); /* module.IssueSignal = … */
-}
-
-/* A metatable with methods under __index (liolib.c createmeta), st as upvalue. */
-static void create_meta(lua_State *L, const char *name, const luaL_Reg *meta,
-                        const luaL_Reg *methods)
-{
-    if (!luaL_newmetatable(L, name)) { /* a second instance of the module: shared */
-        lua_pop(L, 1);
-        return;
-    }
-    lua_pushvalue(L, -2); /* st */
-    luaL_setfuncs(L, meta, 1);
-    if (methods) {
-        lua_newtable(L);
-        lua_pushvalue(L, -3);
-        luaL_setfuncs(L, methods, 1);
-        lua_setfield(L, -2, "__index");
-    }
-    lua_pop(L, 1);
-}
-
-static const luaL_Reg signal_meta[] = {{"__tostring", s_tostring}, {NULL, NULL}};
-static const luaL_Reg signal_methods[] = {{"Connect", s_connect}, {NULL, NULL}};
-static const luaL_Reg connection_meta[] = {{"__index", c_index},
-                                           {"__gc", c_gc},
-                                           {"__close", c_disconnect},
-                                           {"__tostring", c_tostring},
-                                           {NULL, NULL}};
 
 static const luaL_Reg module_funcs[] = {{"GetProfileStore", lps__get_profile_store},
                                         {"Configure", m_configure},
@@ -861,8 +528,8 @@ static const luaL_Reg module_funcs[] = {{"GetProfileStore", lps__get_profile_sto
                                         {"AdvanceClock", m_advance_clock},
                                         {NULL, NULL}};
 
-static const luaL_Reg module_meta[] = {{"__index", m_index}, {"__close", m_close},
-                                       {NULL, NULL}};
+static const luaL_Reg module_meta[] = {
+    {"__index", m_index}, {"__close", m_close}, {NULL, NULL}};
 
 __attribute__((visibility("default"))) int luaopen_profileservice(lua_State *L)
 {
@@ -884,16 +551,14 @@ __attribute__((visibility("default"))) int luaopen_profileservice(lua_State *L)
     new_registry_table(L, &st->actives_ref);
     new_registry_table(L, &st->stores_ref);
 
-    create_meta(L, LPS_SIGNAL, signal_meta, signal_methods);
-    create_meta(L, LPS_CONNECTION, connection_meta, NULL);
+    lps__signal_open(L, st);
     lps__store_open(L, st);
     lps__profile_open(L, st);
 
     lua_newtable(L); /* the module */
     lua_pushvalue(L, -2);
     luaL_setfuncs(L, module_funcs, 1);
-    for (int k = 0; k < SIG_COUNT; k++)
-        make_signal(L, st, (lps_signal_kind)k);
+    lps__signals_new(L, st);
     lua_newtable(L);
     lua_pushvalue(L, -3);
     luaL_setfuncs(L, module_meta, 1);

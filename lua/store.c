@@ -28,14 +28,14 @@ typedef enum waiter_kind { W_LOAD, W_VIEW, W_GLOBAL_UPDATE } waiter_kind;
 /* One call in progress: its result, and the coroutine waiting for it (if any). */
 struct lps_waiter {
     lps_waiter *prev, *next;
-    lps_wlist *list;  /* st->pending, st->ready or NULL */
+    lps_wlist *list; /* st->pending, st->ready or NULL */
     lps_state *st;
     waiter_kind kind;
     int done, status;
-    int thread_ref;   /* the waiting coroutine; LUA_NOREF for a blocking call */
-    int handler_ref;  /* the Lua handler; LUA_NOREF for none */
+    int thread_ref;  /* the waiting coroutine; LUA_NOREF for a blocking call */
+    int handler_ref; /* the Lua handler; LUA_NOREF for none */
     ps_not_released_action fixed; /* the answer of a string handler ("Steal") */
-    int handler_failed; /* message holds the handler's error */
+    int handler_failed;           /* message holds the handler's error */
     char message[LPS_MESSAGE_MAX];
     ps_profile *profile;
     ps_global_updates *result;
@@ -164,10 +164,14 @@ static int call_not_released(lua_State *L)
         }
     }
     if (s)
-        return luaL_error(L, "not_released_handler returned \"%s\"; expected \"Repeat\", "
-                             "\"Cancel\", \"ForceLoad\" or \"Steal\"", s);
-    return luaL_error(L, "not_released_handler returned %s; expected \"Repeat\", "
-                         "\"Cancel\", \"ForceLoad\" or \"Steal\"", luaL_typename(L, -1));
+        return luaL_error(L,
+                          "not_released_handler returned \"%s\"; expected \"Repeat\", "
+                          "\"Cancel\", \"ForceLoad\" or \"Steal\"",
+                          s);
+    return luaL_error(L,
+                      "not_released_handler returned %s; expected \"Repeat\", "
+                      "\"Cancel\", \"ForceLoad\" or \"Steal\"",
+                      luaL_typename(L, -1));
 }
 
 /* The library's not_released handler: asks the Lua function (or answers "Steal"). */
@@ -215,7 +219,7 @@ static void update_handler(ps_global_updates *gu, void *userdata)
     }
 }
 
-/* ---- results ------------------------------------------------------------------------- */
+/* ---- results ----------------------------------------------------------------------- */
 
 /* Pushes what the seed returns for a finished call, or raises; frees the waiter. */
 static int finish(lua_State *L, lps_waiter *w)
@@ -251,7 +255,7 @@ static int finish(lua_State *L, lps_waiter *w)
     return luaL_error(L, "%s", message);
 }
 
-/* ---- yielding ----------------------------------------------------------------------- */
+/* ---- yielding ---------------------------------------------------------------------- */
 
 static int continue_after_yield(lua_State *L, int status, lua_KContext ctx)
 {
@@ -263,18 +267,47 @@ static int continue_after_yield(lua_State *L, int status, lua_KContext ctx)
     return finish(L, w);
 }
 
-int lps__resume_one(lua_State *L, lps_state *st)
+/* Lua's own test for a dead coroutine (lcorolib.c auxstatus). */
+static int coroutine_is_dead(lua_State *co)
+{
+    lua_Debug ar;
+    int status = lua_status(co);
+    if (status == LUA_YIELD)
+        return 0;
+    if (status != LUA_OK)
+        return 1; /* it failed */
+    return !lua_getstack(co, 0, &ar) && lua_gettop(co) == 0;
+}
+
+/* The coroutine was closed while it waited: nobody takes the result, so a loaded
+ * profile is released at once rather than held until shutdown. */
+static void waiter_discard(lua_State *L, lps_waiter *w)
+{
+    if (w->profile && w->kind == W_LOAD)
+        ps_profile_release(w->profile);
+    if (w->profile)
+        lps__free_profile(w->st, w->profile);
+    ps_global_updates_free(w->result);
+    waiter_free(L, w);
+}
+
+static int resume_one(lua_State *L, lps_state *st)
 {
     lps_waiter *w = st->ready.head;
     if (!w)
         return 0;
-    wlist_unlink(w); /* the continuation frees it */
     lua_rawgeti(L, LUA_REGISTRYINDEX, w->thread_ref);
     lua_State *co = lua_tothread(L, -1);
     if (lua_status(co) != LUA_YIELD) {
-        lua_pop(L, 1); /* running: its own continuation will see the result */
+        lua_pop(L, 1);
+        if (coroutine_is_dead(co))
+            waiter_discard(L, w);
+        else
+            wlist_append(&st->ready, w); /* running: try again next time */
+        st->L = L;
         return 1;
     }
+    wlist_unlink(w); /* the continuation frees it */
     int nres = 0;
     int rc = lua_resume(co, L, 0, &nres);
     st->L = L;
@@ -298,7 +331,7 @@ void lps__resume_ready(lua_State *L, lps_state *st)
     size_t n = 0;
     for (lps_waiter *w = st->ready.head; w; w = w->next)
         n++;
-    while (n-- > 0 && lps__resume_one(L, st))
+    while (n-- > 0 && resume_one(L, st))
         ;
 }
 
@@ -331,13 +364,14 @@ static int run_call(lua_State *L, lps_store *s, const char *key, lps_waiter *w,
     lps__refresh_clock(st);
     int rc = run_blocking(s, key, w);
     st->L = L;
+    lps__refresh_all_meta(st); /* saves may have finished while it blocked */
     w->status = rc;
     if (rc != PS_OK && !w->handler_failed)
         snprintf(w->message, sizeof w->message, "%s", ps_error_last()->message);
     return finish(L, w);
 }
 
-/* ---- ProfileStore methods --------------------------------------------------------------- */
+/* ---- ProfileStore methods ---------------------------------------------------------- */
 
 static lps_store *check_store(lua_State *L)
 {
@@ -372,8 +406,9 @@ static int st_load(lua_State *L)
         fixed = PS_STEAL;
     else if (!(t == LUA_TNONE || t == LUA_TNIL || t == LUA_TFUNCTION ||
                (t == LUA_TSTRING && strcmp(lua_tostring(L, 3), "ForceLoad") == 0)))
-        return luaL_argerror(L, 3, "not_released_handler must be \"ForceLoad\", \"Steal\" "
-                                   "or a function");
+        return luaL_argerror(L, 3,
+                             "not_released_handler must be \"ForceLoad\", \"Steal\" "
+                             "or a function");
     if (ps_service_locked(lps__service(L, st))) {
         lua_pushnil(L);
         return 1;
@@ -408,7 +443,8 @@ static int st_view(lua_State *L)
 
 static int gu_async(lps_store *s, const char *key, lps_waiter *w)
 {
-    return ps_store_global_update_profile_async(s->store, key, update_handler, gu_done, w);
+    return ps_store_global_update_profile_async(s->store, key, update_handler, gu_done,
+                                                w);
 }
 
 static int gu_blocking(lps_store *s, const char *key, lps_waiter *w)
@@ -446,7 +482,8 @@ int lps__get_profile_store(lua_State *L)
     luaL_checktype(L, 2, LUA_TTABLE);
     ps_service *service = lps__service(L, st);
     char err[LPS_MESSAGE_MAX];
-    json_t *template_ = lps__to_json(L, 2, ROOT_OBJECT, "profile_template", err, sizeof err);
+    json_t *template_ =
+        lps__to_json(L, 2, ROOT_OBJECT, "profile_template", err, sizeof err);
     if (!template_)
         return luaL_error(L, "%s", err);
     ps_profile_store *store = NULL;

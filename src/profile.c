@@ -635,9 +635,18 @@ int ps_profile_save(ps_profile *profile)
     return ps__profile_queue_save(profile, 0);
 }
 
+/* The setters also work during the final save's before-save hook, when the profile
+ * is already inactive but its last Data is still to be written. */
+static int check_settable(const ps_profile *p)
+{
+    if (p && !p->is_view && !p->active && p->release_pending)
+        return PS_OK;
+    return check_writable(p);
+}
+
 int ps_profile_set_data_new(ps_profile *profile, json_t *data)
 {
-    int rc = check_writable(profile);
+    int rc = check_settable(profile);
     if (rc == PS_OK && !json_is_object(data))
         rc = ps__error_set(PS_EINVAL, "profile Data must be a JSON object");
     if (rc != PS_OK) {
@@ -651,7 +660,7 @@ int ps_profile_set_data_new(ps_profile *profile, json_t *data)
 
 int ps_profile_set_meta_tags_new(ps_profile *profile, json_t *meta_tags)
 {
-    int rc = check_writable(profile);
+    int rc = check_settable(profile);
     if (rc == PS_OK && !json_is_object(meta_tags))
         rc = ps__error_set(PS_EINVAL, "MetaTags must be a JSON object");
     if (rc != PS_OK) {

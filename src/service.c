@@ -10,6 +10,7 @@
 #include "profile.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,9 +50,13 @@ static double clock_seconds(clockid_t id)
 
 double ps__service_wall_time(const ps_service *service)
 {
-    if (service->config.clock)
-        return service->config.clock(service->config.clock_userdata);
-    return clock_seconds(CLOCK_REALTIME);
+    ps_service *s = (ps_service *)service; /* for the lock only */
+    double local = s->config.clock ? s->config.clock(s->config.clock_userdata)
+                                   : clock_seconds(CLOCK_REALTIME);
+    pthread_mutex_lock(&s->clock_lock);
+    double shift = s->clock_skew + s->clock_offset;
+    pthread_mutex_unlock(&s->clock_lock);
+    return local + shift;
 }
 
 double ps__service_mono_time(const ps_service *service)
@@ -59,6 +64,67 @@ double ps__service_mono_time(const ps_service *service)
     if (service->config.clock)
         return service->config.clock(service->config.clock_userdata);
     return clock_seconds(CLOCK_MONOTONIC);
+}
+
+/* ---- the store's clock (README "Clocks") ---------------------------------------- *
+ * Servers on one PostgreSQL store may run on machines whose clocks disagree, and the
+ * dead-lock rule compares a LastUpdate one server wrote with another server's "now".
+ * So when the store has a clock (backend server_time) and none is injected, every
+ * stamp is this machine's clock plus its measured offset to the store's clock: one
+ * round trip at ps_service_new, then again every STORE_CLOCK_PERIOD, on a worker just
+ * before an op (never inside a transform: that would need a second connection while
+ * the op holds one). An injected clock (ps_config.clock) is the whole truth: tests
+ * and replays own their time, and the store is not asked. */
+#define STORE_CLOCK_PERIOD 300.0 /* seconds between measurements */
+#define STORE_CLOCK_RETRY 10.0   /* after a failed or slow one */
+#define STORE_CLOCK_MAX_RTT 2.0  /* a slower answer says little about "now" */
+
+static int has_store_clock(const ps_service *s)
+{
+    const ps_backend *b = s->backend;
+    return !s->config.clock && b && b->version >= 2 && b->server_time;
+}
+
+/* One round trip; the offset is taken against the middle of it. A failure keeps the
+ * last offset (0 before the first success) and is tried again later, silently: the
+ * op that follows meets the same store and reports its own failure. */
+static void store_clock_measure(ps_service *s)
+{
+    double server = 0, t0 = clock_seconds(CLOCK_REALTIME);
+    int rc = s->backend->server_time(&server, s->backend);
+    double t1 = clock_seconds(CLOCK_REALTIME);
+    int ok = rc == PS_OK && isfinite(server) && t1 - t0 <= STORE_CLOCK_MAX_RTT;
+    double now = ps__service_mono_time(s);
+    pthread_mutex_lock(&s->clock_lock);
+    if (ok)
+        s->clock_offset = server - (t0 + t1) / 2 - s->clock_skew;
+    s->clock_next = now + (ok ? STORE_CLOCK_PERIOD : STORE_CLOCK_RETRY);
+    s->clock_busy = 0;
+    pthread_mutex_unlock(&s->clock_lock);
+}
+
+/* Worker, before an op: measures when due, one worker at a time. */
+static void store_clock_refresh(ps_service *s)
+{
+    if (!has_store_clock(s))
+        return;
+    double now = ps__service_mono_time(s);
+    pthread_mutex_lock(&s->clock_lock);
+    int due = !s->clock_busy && now >= s->clock_next;
+    if (due)
+        s->clock_busy = 1;
+    pthread_mutex_unlock(&s->clock_lock);
+    if (due)
+        store_clock_measure(s);
+}
+
+void ps__service_set_clock_skew(ps_service *service, double seconds)
+{
+    pthread_mutex_lock(&service->clock_lock);
+    service->clock_skew = seconds;
+    pthread_mutex_unlock(&service->clock_lock);
+    if (has_store_clock(service))
+        store_clock_measure(service);
 }
 
 static void service_sleep(ps_service *service, double seconds)
@@ -159,6 +225,7 @@ int ps_service_new(ps_service **out, const ps_config *config)
     s->config = *config;
     s->config.store_url = NULL;
     s->config.backend = NULL;
+    pthread_mutex_init(&s->clock_lock, NULL);
     ps__signal_init(&s->issue_signal);
     ps__signal_init(&s->corruption_signal);
     ps__signal_init(&s->critical_state_signal);
@@ -170,6 +237,8 @@ int ps_service_new(ps_service **out, const ps_config *config)
         rc = open_backend(s, config);
     if (rc == PS_OK)
         rc = ps__pool_new(&s->pool, config->worker_threads);
+    if (rc == PS_OK && has_store_clock(s))
+        store_clock_measure(s);
     if (rc != PS_OK) {
         int saved = rc;
         s->shut_down = 1;
@@ -310,6 +379,7 @@ static void update_critical_state(ps_service *s, double now)
 static void op_run_job(ps_job *job)
 {
     ps_op *op = (ps_op *)job;
+    store_clock_refresh(op->service);
     op->kind->run(op);
 }
 
@@ -536,7 +606,7 @@ static void fire_due_loads(ps_service *s, double now)
     ps_load_request *due = NULL, **link = &s->load_timers;
     while (*link) {
         ps_load_request *r = *link;
-        if (r->retry_at <= now || atomic_load(&s->locked)) {
+        if (r->retry_at <= now || (atomic_load(&s->locked) && !r->maybe_taken)) {
             *link = r->next_timer;
             r->next_timer = due;
             due = r;
@@ -734,8 +804,10 @@ int ps_service_shutdown(ps_service *service)
             break;
         if (ps__pool_pending(service->pool) > 0)
             ps__pool_wait(service->pool, 0.05);
-        else
+        else if (next_due(service) < 1e299)
             service_sleep(service, next_due(service) - ps__service_mono_time(service));
+        else
+            service_sleep(service, 0.001);
     }
     service->shut_down = 1;
     return PS_OK;
@@ -774,5 +846,6 @@ void ps_service_free(ps_service *service)
     free(service->issue_times);
     free(service->store_url);
     free(service->job_id);
+    pthread_mutex_destroy(&service->clock_lock);
     free(service);
 }

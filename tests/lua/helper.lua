@@ -92,7 +92,7 @@ T.instances = {}
 
 -- A virtual clock shared by every instance made with T.server(): a Lua function,
 -- with the sleep function blocking calls use to let virtual time pass.
-T.now = 1700000000.0
+T.now = os.time() + 0.0
 local function clock() return T.now end
 local function sleep(seconds) T.now = T.now + seconds end
 

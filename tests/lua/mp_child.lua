@@ -1,7 +1,9 @@
 -- mp_child.lua URL STORE KEY MODE — a second game-server process for
 -- test_multiprocess.lua: loads KEY (Coins = 42) with the real clock and short
--- settings, then holds it, ticking, until another server takes it (MODE "hold"), or
--- exits at once without releasing, like a crash (MODE "crash"). Prints what happened.
+-- settings, then holds it, ticking, until another server takes it (MODE "hold"); or
+-- exits at once without releasing, like a crash (MODE "crash"); or sets Coins = 43
+-- and just ends its main chunk (MODE "exit": closing the Lua state shuts the
+-- service down, which saves and releases). Prints what happened.
 local url, store_name, key, mode = arg[1], arg[2], arg[3], arg[4]
 local ProfileService = require("profileservice")
 ProfileService.Configure{store = url, place_id = 2002, job_id = "job-child-" .. key,
@@ -18,6 +20,11 @@ profile:Save()
 -- Wait until the save is in the store, so the parent sees Coins = 42.
 while not profile.MetaData.MetaTagsLatest.Saved do
     ProfileService.Update()
+end
+if mode == "exit" then
+    profile.Data.Coins = 43 -- never saved explicitly
+    print("exiting")
+    return
 end
 if mode == "crash" then
     print("crashing")

@@ -316,6 +316,8 @@ T.eq(#gu:GetActiveUpdates(), 1, "GetActiveUpdates is always available")
 local broken = store:LoadProfileAsync("Broken")
 broken.Data = 5
 T.raises("Profile.Data is a number, not a table", broken.Save, broken)
+T.eq(#rec.corruptions, 1, "CorruptionSignal from Save() with a non-table Data")
+T.eq(rec.corruptions[1].store, name, "corruption store")
 T.run_until(function() return #rec.issues > 0 end, 1, 60, "IssueSignal")
 T.ok(rec.issues[1].message:find("Profile.Data is a number", 1, true), "issue message")
 T.eq(rec.issues[1].store, name, "issue store")
@@ -341,6 +343,21 @@ bad1:Disconnect()
 bad2:Disconnect()
 broken2.Data.F = nil
 broken2:Release()
+
+-- A coroutine closed while it waits on a load: the profile it would have got is
+-- released, not held until shutdown.
+local abandoned = coroutine.create(function()
+    store:LoadProfileAsync("Abandoned", "ForceLoad")
+    error("never resumed")
+end)
+assert(coroutine.resume(abandoned))
+T.ok(coroutine.close(abandoned), "closed while waiting")
+T.run_until(function()
+    local v = other_store:ViewProfileAsync("Abandoned")
+    return v.MetaData and v.MetaData.ActiveSession == nil
+end, 1, 100, "the abandoned load released")
+T.ok(store:LoadProfileAsync("Abandoned", function() return "Cancel" end),
+     "free for the next load at once")
 
 -- ---- Shutdown ------------------------------------------------------------------------------
 

@@ -46,7 +46,9 @@ ProfileService.Shutdown()
 
 -- A Lua clock function: read at each Update and blocking call; `sleep` lets virtual
 -- time pass during blocking waits.
-local now, slept = 1000000, 0
+-- (Near the real time: a LastUpdate far from a server's clock counts as a dead lock.)
+local now, slept = os.time() + 0.25, 0
+local start = now
 local Fn = assert(package.loadlib(package.searchpath("profileservice", package.cpath),
                                   "luaopen_profileservice"))()
 Fn.Configure{store = T.url, place_id = 3, job_id = "job-fn",
@@ -54,7 +56,7 @@ Fn.Configure{store = T.url, place_id = 3, job_id = "job-fn",
              sleep = function(seconds) slept = slept + seconds; now = now + seconds end}
 local fstore = Fn.GetProfileStore(name, {Coins = 0})
 local q = fstore:LoadProfileAsync("fn")
-T.eq(q.MetaData.ProfileCreateTime, 1000000, "the clock function's time")
+T.eq(q.MetaData.ProfileCreateTime, math.floor(start), "the clock function's time")
 Stuck.GetProfileStore(name, {Coins = 0}):LoadProfileAsync("held")
 local calls = 0
 T.eq(fstore:LoadProfileAsync("held", function()
@@ -68,13 +70,14 @@ Fn.Shutdown()
 -- A clock function that fails is reported; the last good time stays.
 local Broken = assert(package.loadlib(package.searchpath("profileservice", package.cpath),
                                       "luaopen_profileservice"))()
-local broken_now = 2000000
+local broken_now = os.time() + 100.0
+local good_time = broken_now
 Broken.Configure{store = T.url, place_id = 4, job_id = "job-broken",
                  clock = function() return broken_now end}
 local bstore = Broken.GetProfileStore(name, {Coins = 0})
 broken_now = "soon"
 local r = bstore:LoadProfileAsync("broken-clock")
-T.eq(r.MetaData.ProfileCreateTime, 2000000, "the last good time")
+T.eq(r.MetaData.ProfileCreateTime, math.floor(good_time), "the last good time")
 r:Release()
 Broken.Shutdown()
 

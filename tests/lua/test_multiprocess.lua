@@ -17,12 +17,16 @@ local lua = arg[-1] or "lua5.4"
 local dir = arg[0]:match("^(.*)/[^/]*$") or "."
 local function quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
--- Starts a child holding `key`; returns once the store shows it as the owner.
+-- Starts a child holding `key`; returns once the store shows it as the owner (at once
+-- for MODE "exit", which does not hold it).
 local function start_child(key, mode)
     local cmd = string.format("PS_LUA_CHILD=1 %s %s %s %s %s %s", quote(lua),
                               quote(dir .. "/mp_child.lua"), quote(T.url), quote(name),
                               quote(key), mode)
     local child = assert(io.popen(cmd, "r"))
+    if mode == "exit" then
+        return child
+    end
     local deadline = os.time() + 30
     repeat
         local v = store:ViewProfileAsync(key)
@@ -94,6 +98,15 @@ p = store:LoadProfileAsync("k3", handler({"ForceLoad"}, calls))
 T.ok(p and p:IsActive(), "stolen from the crashed server")
 T.eq(p.Data.Coins, 42, "with its last saved data")
 p:Release()
+
+-- A server whose script just ends: closing its Lua state saves and releases.
+child = start_child("k4", "exit")
+out, ok = finish_child(child)
+T.ok(ok, "the child exited cleanly")
+T.eq(out, "exiting\n", "the child ended its chunk")
+local closed = store:ViewProfileAsync("k4")
+T.eq(closed.MetaData.ActiveSession, nil, "released when its Lua state closed")
+T.eq(closed.Data.Coins, 43, "with the Data it had at the end")
 
 ProfileService.Shutdown()
 local v = store:ViewProfileAsync("k1")
