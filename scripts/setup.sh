@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(build-essential cmake pkg-config libjansson-dev libsqlite3-dev sqlite3
-          libpq-dev postgresql liblua5.4-dev lua5.4 valgrind)
+          libpq-dev postgresql liblua5.4-dev lua5.4 valgrind clang libclang-rt-dev gnuplot-nox)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -623,7 +623,7 @@ typedef struct gu_request {
     ps_global_updates_done_fn done;
     void *userdata;
     int handler_runs;
-    char request_id[300]; /* job id + sequence: makes a retried write idempotent */
+    unsigned long long seq; /* this service's call number: a retry is idempotent */
 } gu_request;
 
 /* One op reads (edits == NULL) or writes (replays edits). */
@@ -649,23 +649,37 @@ static void gu_op_dispose(ps_op *base)
     free(op);
 }
 
-/* The ids of the last global update writes, kept in the document: a write whose reply
- * was lost (it committed, the caller saw an error) is retried, and must not add its
- * gifts twice. Unknown to ProfileService, which keeps such fields as they are. */
+/* Which global update write of each server a document already holds: a write whose
+ * reply was lost (it committed, the caller saw an error) is retried and must not add
+ * its gifts twice. A service's writes on one key run one at a time and a retry keeps
+ * its place (the key is held), so the last sequence number per job id is enough.
+ * Stored as [[job_id, seq], …], most recent last; ProfileService keeps unknown fields
+ * as they are. */
 #define GU_REQUESTS_FIELD "GlobalUpdateRequestIds"
-#define GU_REQUESTS_KEPT 64
+#define GU_REQUESTS_KEPT 256 /* servers; far more than can write in one retry delay */
 
-static int request_seen(const json_t *doc, const char *request_id)
+static size_t request_find(const json_t *ids, const char *job_id)
 {
-    json_t *ids = json_object_get(doc, GU_REQUESTS_FIELD);
-    for (size_t i = 0; i < json_array_size(ids); i++)
-        if (json_is_string(json_array_get(ids, i)) &&
-            strcmp(json_string_value(json_array_get(ids, i)), request_id) == 0)
-            return 1;
-    return 0;
+    for (size_t i = 0; i < json_array_size(ids); i++) {
+        json_t *pair = json_array_get(ids, i);
+        const char *job = json_string_value(json_array_get(pair, 0));
+        if (job && strcmp(job, job_id) == 0)
+            return i;
+    }
+    return (size_t)-1;
 }
 
-static int request_remember(json_t *doc, const char *request_id)
+static int request_seen(const json_t *doc, const gu_request *r)
+{
+    json_t *ids = json_object_get(doc, GU_REQUESTS_FIELD);
+    size_t i = request_find(ids, r->store->service->job_id);
+    int64_t seq = 0;
+    return i != (size_t)-1 &&
+           ps__json_get_int(json_array_get(json_array_get(ids, i), 1), &seq) &&
+           (unsigned long long)seq == r->seq;
+}
+
+static int request_remember(json_t *doc, const gu_request *r)
 {
     json_t *ids = json_object_get(doc, GU_REQUESTS_FIELD);
     if (!json_is_array(ids)) {
@@ -673,7 +687,11 @@ static int request_remember(json_t *doc, const char *request_id)
         if (!ids || json_object_set_new(doc, GU_REQUESTS_FIELD, ids))
             return ps__error_oom();
     }
-    if (json_array_append_new(ids, json_string(request_id)))
+    const char *job_id = r->store->service->job_id;
+    size_t i = request_find(ids, job_id);
+    if (i != (size_t)-1)
+        json_array_remove(ids, i);
+    if (json_array_append_new(ids, json_pack("[sI]", job_id, (json_int_t)r->seq)))
         return ps__error_oom();
     while (json_array_size(ids) > GU_REQUESTS_KEPT)
         json_array_remove(ids, 0);
@@ -692,7 +710,7 @@ static int gu_transform(ps_write *out, const ps_bytes *current, void *userdata)
                                  current ? current->len : 0);
     if (rc == PS_OK)
         op->current = json_incref(json_object_get(doc, "GlobalUpdates"));
-    if (rc == PS_OK && request_seen(doc, op->request->request_id)) {
+    if (rc == PS_OK && request_seen(doc, op->request)) {
         op->result = doc; /* an earlier attempt committed: nothing more to write */
         return PS_OK;
     }
@@ -702,7 +720,7 @@ static int gu_transform(ps_write *out, const ps_bytes *current, void *userdata)
         return PS_OK; /* write nothing; the host re-runs the handler */
     }
     if (rc == PS_OK)
-        rc = request_remember(doc, op->request->request_id);
+        rc = request_remember(doc, op->request);
     if (rc == PS_OK)
         rc = ps__doc_mark_written(doc, out, &op->report);
     if (rc == PS_OK)
@@ -756,15 +774,24 @@ static void gu_request_end(gu_request *r, int status, const json_t *written)
 
 /* A read goes to the back of the key's queue; the write that follows it goes to the
  * front, so no other call of this service slips in between and makes it stale. */
-static int gu_submit(gu_request *r, ps_global_updates *edits)
+static gu_op *gu_op_new(gu_request *r, ps_global_updates *edits)
 {
     gu_op *op = (gu_op *)ps__op_new(sizeof *op, &gu_kind, r->store, r->key);
     if (!op) {
         ps__global_updates_free(edits);
-        return ps__error_oom();
+        ps__error_oom();
+        return NULL;
     }
     op->request = r;
     op->edits = edits;
+    return op;
+}
+
+static int gu_submit(gu_request *r, ps_global_updates *edits)
+{
+    gu_op *op = gu_op_new(r, edits);
+    if (!op)
+        return PS_ENOMEM;
     if (edits)
         ps__service_enqueue_next(r->store->service, &op->base);
     else
@@ -801,14 +828,17 @@ static void gu_run_handler(gu_request *r, const json_t *current)
         gu_request_end(r, rc, NULL);
 }
 
+/* The retry runs in the failed call's place in the key's queue (it was held), so no
+ * later call of this service on the key can write first. */
 static void gu_retry_fire(ps_timer *t)
 {
     gu_request *r = (gu_request *)t;
-    if (atomic_load(&r->store->service->locked)) {
-        gu_request_end(r, ps__error_set(PS_ESHUTDOWN, "service is shutting down"), NULL);
-        return;
-    }
-    int rc = gu_submit(r, NULL);
+    ps_service *s = r->store->service;
+    gu_op *op = NULL;
+    int rc = atomic_load(&s->locked)
+                 ? ps__error_set(PS_ESHUTDOWN, "service is shutting down")
+                 : ((op = gu_op_new(r, NULL)) ? PS_OK : PS_ENOMEM);
+    ps__service_resume_key(s, r->store, r->key, op ? &op->base : NULL);
     if (rc != PS_OK)
         gu_request_end(r, rc, NULL);
 }
@@ -822,6 +852,7 @@ static void gu_op_finish(ps_op *base)
         ps__service_issue(s, base->message, base->store->name, base->key);
         r->timer.fire = gu_retry_fire;
         r->timer.early_on_shutdown = 1;
+        ps__service_hold_key(base);
         ps__service_add_timer(s, &r->timer,
                               ps__service_mono_time(s) + s->config.load_repeat_delay);
         return;
@@ -861,8 +892,7 @@ static int gu_start(ps_profile_store *store, const char *key,
     r->handler_userdata = handler_userdata;
     r->done = done;
     r->userdata = userdata;
-    snprintf(r->request_id, sizeof r->request_id, "%s:%llu", store->service->job_id,
-             ++store->service->gu_request_seq);
+    r->seq = ++store->service->gu_request_seq;
     return gu_submit(r, NULL);
 }
 

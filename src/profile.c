@@ -390,7 +390,10 @@ static int save_prepare(ps_op *base)
         if (!p->active)
             return 1; /* released since: the release save covers it */
     }
-    if (p->before_save && p->before_save(p, p->before_save_userdata) != 0) {
+    p->in_before_save = 1;
+    int refused = p->before_save && p->before_save(p, p->before_save_userdata) != 0;
+    p->in_before_save = 0;
+    if (refused) {
         char message[400];
         snprintf(message, sizeof message, "save refused: %s", ps_error_last()->message);
         ps__service_issue(base->service, message, base->store->name, base->key);
@@ -524,11 +527,18 @@ typedef struct release_retry {
     ps_profile *profile;
 } release_retry;
 
+static save_op *save_op_new(ps_profile *p, int releasing);
+
 static void release_retry_fire(ps_timer *t)
 {
     release_retry *r = (release_retry *)t;
-    ps__profile_queue_save(r->profile, 1);
-    ps__profile_unref(r->profile);
+    ps_profile *p = r->profile;
+    save_op *op = save_op_new(p, 1);
+    if (!op)
+        ps__service_issue(p->service, "out of memory retrying a release save",
+                          p->store->name, p->key);
+    ps__service_resume_key(p->service, p->store, p->key, op ? &op->base : NULL);
+    ps__profile_unref(p);
     free(r);
 }
 
@@ -543,6 +553,7 @@ static void schedule_release_retry(struct save_op *op)
     r->timer.fire = release_retry_fire;
     r->profile = op->profile;
     ps__profile_ref(r->profile);
+    ps__service_hold_key(&op->base);
     ps__service_add_timer(s, &r->timer, ps__service_mono_time(s) + s->config.load_repeat_delay);
 }
 
@@ -605,20 +616,27 @@ static void save_finish(ps_op *base)
     }
 }
 
-int ps__profile_queue_save(ps_profile *p, int releasing)
+static save_op *save_op_new(ps_profile *p, int releasing)
 {
-    ps_service *s = p->service;
-    if (!releasing && p->save_queued)
-        return PS_OK; /* one queued save carries every change made until it starts */
     save_op *op = (save_op *)ps__op_new(sizeof *op, &save_kind, p->store, p->key);
     if (!op)
-        return ps__error_oom();
+        return NULL;
     op->profile = p;
     op->releasing = releasing;
     ps__profile_ref(p);
+    return op;
+}
+
+int ps__profile_queue_save(ps_profile *p, int releasing)
+{
+    if (!releasing && p->save_queued)
+        return PS_OK; /* one queued save carries every change made until it starts */
+    save_op *op = save_op_new(p, releasing);
+    if (!op)
+        return ps__error_oom();
     if (!releasing)
         p->save_queued = 1;
-    ps__service_enqueue(s, &op->base);
+    ps__service_enqueue(p->service, &op->base);
     return PS_OK;
 }
 
@@ -639,7 +657,7 @@ int ps_profile_save(ps_profile *profile)
  * is already inactive but its last Data is still to be written. */
 static int check_settable(const ps_profile *p)
 {
-    if (p && !p->is_view && !p->active && p->release_pending)
+    if (p && p->in_before_save)
         return PS_OK;
     return check_writable(p);
 }

@@ -32,6 +32,7 @@ struct ps_profile {
     char *released_job;    /* NULL: no new owner known */
 
     ps_global_updates *global_updates;
+    int in_before_save;    /* the hook runs: the setters work even while releasing */
     ps_before_save_fn before_save;
     void *before_save_userdata;
 };

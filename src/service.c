@@ -441,7 +441,7 @@ static ps_key_slot *slot_get(ps_service *s, ps_profile_store *store, const char 
 
 static void slot_free_if_idle(ps_service *s, ps_key_slot *slot)
 {
-    if (slot->head || slot->running || slot->in_waiting)
+    if (slot->head || slot->running || slot->in_waiting || slot->held)
         return;
     if (s->config.write_cooldown > 0 &&
         ps__service_mono_time(s) - slot->last_start < s->config.write_cooldown)
@@ -459,7 +459,7 @@ static void op_dispose(ps_op *op)
 /* Starts the head op of an idle slot, unless the cooldown holds it back. */
 static void slot_dispatch(ps_service *s, ps_key_slot *slot)
 {
-    while (slot->head && !slot->running) {
+    while (slot->head && !slot->running && !slot->held) {
         double now = ps__service_mono_time(s);
         if (now - slot->last_start < s->config.write_cooldown) {
             if (!slot->in_waiting) {
@@ -521,6 +521,25 @@ void ps__service_enqueue(ps_service *s, ps_op *op)
     slot->tail = &op->next_in_slot;
     s->ops_in_flight++;
     slot_dispatch(s, slot);
+}
+
+void ps__service_hold_key(ps_op *op)
+{
+    op->slot->held = 1;
+}
+
+void ps__service_resume_key(ps_service *s, ps_profile_store *store, const char *key,
+                            ps_op *retry)
+{
+    ps_key_slot *slot = slot_get(s, store, key, 0);
+    if (slot)
+        slot->held = 0;
+    if (retry) {
+        ps__service_enqueue_next(s, retry);
+    } else if (slot) {
+        slot_dispatch(s, slot);
+        slot_free_if_idle(s, slot);
+    }
 }
 
 int ps__service_has_queued(ps_service *s, ps_profile_store *store, const char *key,
@@ -606,7 +625,7 @@ static void fire_due_loads(ps_service *s, double now)
     ps_load_request *due = NULL, **link = &s->load_timers;
     while (*link) {
         ps_load_request *r = *link;
-        if (r->retry_at <= now || (atomic_load(&s->locked) && !r->maybe_taken)) {
+        if (r->retry_at <= now || atomic_load(&s->locked)) {
             *link = r->next_timer;
             r->next_timer = due;
             due = r;

@@ -12,6 +12,7 @@
 #include "strmap.h"
 #include "worker.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 
 /* ---- operations: one backend call for one (store, key), run on a worker -------- */
@@ -53,6 +54,7 @@ struct ps_key_slot {
     double last_start;   /* monotonic time of the last dispatch (write_cooldown) */
     ps_key_slot *next_waiting; /* in service->waiting_slots while cooling down */
     int in_waiting;
+    int held; /* a failed call waits to be retried in its place: nothing else starts */
 };
 
 /* ---- pending loads -------------------------------------------------------------- */
@@ -125,6 +127,15 @@ struct ps_service {
 
     ps_profile *profiles; /* every live profile object, for service_free */
     unsigned long long gu_request_seq; /* numbers GlobalUpdateProfileAsync calls */
+
+    /* The store's clock (README "Clocks"): stored timestamps are the local wall clock
+     * + clock_offset, measured with backend->server_time when the store has a clock
+     * and none is injected. Workers refresh it; all under clock_lock. */
+    pthread_mutex_t clock_lock;
+    double clock_offset; /* store clock - local clock, seconds */
+    double clock_skew;   /* tests only (ps__service_set_clock_skew) */
+    double clock_next;   /* monotonic time of the next measurement */
+    int clock_busy;      /* a worker is measuring */
 };
 
 struct ps_profile_store {
@@ -137,8 +148,14 @@ struct ps_profile_store {
 
 /* ---- time ---------------------------------------------------------------------- */
 
-/* Unix seconds for stored timestamps. Thread-safe. */
+/* Unix seconds for stored timestamps (LastUpdate, ProfileCreateTime): the injected
+ * clock as it is; else the system clock moved onto the store's clock when the backend
+ * has server_time. Thread-safe. */
 double ps__service_wall_time(const ps_service *service);
+/* TESTS ONLY: pretends this machine's wall clock is off by @p seconds (the injected or
+ * system clock + seconds, for stamps only), then measures the store's clock again at
+ * once (one round trip when the backend has server_time). Host thread. */
+void ps__service_set_clock_skew(ps_service *service, double seconds);
 /* Seconds on a monotonic clock for scheduling. Thread-safe. */
 double ps__service_mono_time(const ps_service *service);
 
@@ -152,6 +169,12 @@ void ps__service_enqueue(ps_service *service, ps_op *op);
 /* As ps__service_enqueue, but ahead of the ops already queued for the key: the second
  * half of a two-step call (read, then write) runs before anyone else's next call. */
 void ps__service_enqueue_next(ps_service *service, ps_op *op);
+/* From a finish (or prepare) hook: the key's queue waits for this call's retry, so
+ * a retried write keeps its place before later calls of this service on the key. */
+void ps__service_hold_key(ps_op *op);
+/* Ends a hold: @p retry (may be NULL) runs first, then the rest of the queue. */
+void ps__service_resume_key(ps_service *service, ps_profile_store *store,
+                            const char *key, ps_op *retry);
 /* Nonzero when an op of @p kind is queued (not yet running) for the key. */
 int ps__service_has_queued(ps_service *service, ps_profile_store *store, const char *key,
                            const ps_op_kind *kind);

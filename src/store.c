@@ -117,9 +117,12 @@ static int take_session(json_t *meta, const load_op *op, double now)
     int64_t place = s->config.place_id;
     int me_fls = ps__session_tag_is(fls, place, s->job_id);
     json_t *last = json_object_get(meta, "LastUpdate");
-    int take = !as || ps__session_tag_is(as, place, s->job_id) ||
-               (json_is_number(last) &&
-                now - json_number_value(last) > s->config.assume_dead_session_lock) ||
+    /* Dead: LastUpdate further than assume_dead_session_lock from now, on either
+     * side. Far in the future means a clock gone wrong, and must not hold the lock
+     * forever (README "Clocks"). */
+    int dead = json_is_number(last) &&
+               fabs(now - json_number_value(last)) > s->config.assume_dead_session_lock;
+    int take = !as || ps__session_tag_is(as, place, s->job_id) || dead ||
                op->aggressive || (op->steal && me_fls);
     if (take) {
         json_object_del(meta, "ForceLoadSession");

@@ -316,7 +316,7 @@ static void test_full_lifecycle(void)
     char *raw = stored_raw(name, "Player_1");
     /* ProfileService's gift-only layout, plus the ids of recent gift writes that make
      * a retried write idempotent (a field ProfileService keeps as it is). */
-    PS_ASSERT_STR_EQ(raw, "{\"GlobalUpdateRequestIds\":[\"job-life:1\"],"
+    PS_ASSERT_STR_EQ(raw, "{\"GlobalUpdateRequestIds\":[[\"job-life\",1]],"
                           "\"GlobalUpdates\":[1,[[1,1,false,{\"Coins\":5}]]]}");
     free(raw);
 

@@ -249,7 +249,7 @@ has out '"Data":{"Coins":0,"Items":["sword"],"Settings":{"Music":true}}'
 run 0 gift "$S" gift-new '[1,2]' && [ "$(cat "$TMP/out")" = 1 ] || fail "gift: new key"
 run 0 view "$S" gift-new --json
 # ProfileService's gift-only layout, plus the id of the write (gift retries are idempotent).
-grep -Eq '^\{"GlobalUpdateRequestIds":\["[^"]+:1"\],"GlobalUpdates":\[1,\[\[1,1,false,\[1,2\]\]\]\]\}$' "$TMP/out" ||
+grep -Eq '^\{"GlobalUpdateRequestIds":\[\["[^"]+",1\]\],"GlobalUpdates":\[1,\[\[1,1,false,\[1,2\]\]\]\]\}$' "$TMP/out" ||
     fail "gift to a new key stored $(cat "$TMP/out")"
 run 0 gift "$S" gift-new '{"a":1}' && [ "$(cat "$TMP/out")" = 2 ] || fail "second gift"
 

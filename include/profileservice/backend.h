@@ -68,7 +68,8 @@ typedef struct ps_quarantine_entry {
 /** quarantine listing callback: return nonzero to stop. */
 typedef int (*ps_quarantine_fn)(const ps_quarantine_entry *entry, void *userdata);
 
-#define PS_BACKEND_VERSION 1
+/** 2 added server_time. A backend may still say 1 (it then has no server_time). */
+#define PS_BACKEND_VERSION 2
 
 /** The vtable. Embed it first in your backend struct and downcast. */
 struct ps_backend {
@@ -106,10 +107,23 @@ struct ps_backend {
                            ps_quarantine_fn fn, void *userdata);
 
     /* Version 2 members go below this line, never above. */
+
+    /**
+     * Optional (version >= 2). The store's own clock, for a store shared by several
+     * machines: @p out = its current time in Unix seconds (PostgreSQL:
+     * clock_timestamp()), in one round trip. Leave NULL when the store has no clock of
+     * its own (memory:, sqlite: live on one machine, with one clock). The service
+     * measures its offset to this clock and stamps LastUpdate and ProfileCreateTime on
+     * it, so servers whose clocks disagree still agree on dead session locks.
+     * @return PS_OK; PS_EBACKEND.
+     */
+    int (*server_time)(double *out, ps_backend *backend);
+
+    /* Version 3 members go below this line, never above. */
 };
 
 /** Static initializer: { PS_BACKEND_VERSION } with every member NULL. */
-#define PS_BACKEND_INIT {PS_BACKEND_VERSION, NULL, NULL, NULL, NULL, NULL, NULL}
+#define PS_BACKEND_INIT {PS_BACKEND_VERSION, NULL, NULL, NULL, NULL, NULL, NULL, NULL}
 
 /** Zeroes @p backend and sets its version. @return PS_OK; PS_EINVAL (bad version). */
 PS_EXTERN int ps_backend_init(ps_backend *backend, unsigned int version);
@@ -117,7 +131,30 @@ PS_EXTERN int ps_backend_init(ps_backend *backend, unsigned int version);
 /**
  * Opens a backend from a URL: "memory:" (a fresh in-process store), "memory:NAME"
  * (a process-wide store shared by every handle with that NAME), "sqlite:PATH",
- * "postgres://…" / "postgresql://…", "faulty:SEED:INNER-URL" (see faulty.c).
+ * "postgres://…" / "postgresql://…", or "faulty:OPTIONS:INNER-URL".
+ *
+ * faulty: is a shim for reliability tests: it opens INNER-URL (any URL, faulty:
+ * included) and forwards every call, injecting faults on a seeded schedule.
+ * OPTIONS is a comma-separated list, possibly empty, of NAME=VALUE:
+ *   seed=N          the schedule's seed (unsigned integer; default 1). Each handle
+ *                   draws from its own generator, so one thread's calls on a fresh
+ *                   handle see the same faults in every run.
+ *   error=P         probability (0..1) that a call fails before reaching the inner
+ *                   backend: PS_EBACKEND "injected fault" (every member).
+ *   lost_reply=P    probability that an update is made, commits, and then reports
+ *                   PS_EBACKEND "injected lost reply": the caller retries a write that
+ *                   already happened.
+ *   conflict=P      probability that an update first runs its transform on the
+ *                   current value and throws the result away, as after a lost
+ *                   compare-and-set, before the real update (transforms re-run).
+ *   latency_ms=N    each call first sleeps a uniform random 0..N ms (default 0).
+ *   limit=N         stop injecting errors, lost replies and conflicts after N of
+ *                   them (default 0: no limit).
+ *   reads=0|1       0: reads (get, list, quarantine_list, server_time) never fail,
+ *                   only update and remove do (default 1).
+ * Example: "faulty:seed=7,error=0.05,lost_reply=0.02,conflict=0.05,latency_ms=2:
+ * sqlite:/tmp/x.db" (one string). The handle has the inner backend's version and
+ * its optional members only where the inner one has them.
  * @param[out] out new; free with ps_backend_free.
  * @return PS_OK; PS_EINVAL (unknown scheme, empty path); PS_EBACKEND; PS_ENOMEM.
  */

@@ -117,7 +117,9 @@ int ps_backend_open(ps_backend **out, const char *url)
     /* ---- postgres: src/backend/postgres.c (libpq takes the whole URL) ---------- */
     if (has_prefix(url, "postgres://") || has_prefix(url, "postgresql://"))
         return ps__postgres_backend_open(out, url);
-    /* ---- faulty:SEED:INNER-URL (src/backend/faulty.c) goes here too. ---------- */
+    /* ---- faulty:OPTIONS:INNER-URL: src/backend/faulty.c (a shim over any URL) -- */
+    if (has_prefix(url, "faulty:"))
+        return ps__faulty_backend_open(out, url + strlen("faulty:"));
     return unknown_scheme(url);
 }
 

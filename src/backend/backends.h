@@ -22,6 +22,34 @@ int ps__sqlite_backend_open(ps_backend **out, const char *path);
  *  Implemented in postgres.c. */
 int ps__postgres_backend_open(ps_backend **out, const char *conninfo);
 
+/** "faulty:OPTIONS:INNER-URL": @p spec is what follows "faulty:". faulty.c. */
+int ps__faulty_backend_open(ps_backend **out, const char *spec);
+
+/** What a faulty: handle (or every faulty: handle of the process) has injected. */
+typedef struct ps_faulty_stats {
+    unsigned long long calls;        /**< member calls received */
+    unsigned long long errors;       /**< calls failed before reaching the inner one */
+    unsigned long long lost_replies; /**< updates that committed, reported failed */
+    unsigned long long conflicts;    /**< updates whose transform was run and dropped */
+    unsigned long long delays;       /**< calls that slept (latency_ms) */
+} ps_faulty_stats;
+
+/**
+ * The counters of faulty handle @p backend, or with @p backend NULL the totals of
+ * every faulty: handle this process opened (freed ones included). Thread-safe.
+ * @return PS_OK; PS_EINVAL (@p backend is not a faulty: handle).
+ */
+int ps__faulty_stats(ps_faulty_stats *out, ps_backend *backend);
+
+/**
+ * Changes the schedule of a live faulty handle: @p options uses the OPTIONS
+ * grammar of ps_backend_open ("error=0,lost_reply=1,limit=1"); options it does not
+ * name keep their value, seed= restarts the generator, limit= restarts its count.
+ * For tests that switch faults on and off mid-run. Thread-safe.
+ * @return PS_OK; PS_EINVAL (not a faulty handle, bad options: nothing changed).
+ */
+int ps__faulty_configure(ps_backend *backend, const char *options);
+
 /* ---- shared helpers (backend.c) -------------------------------------------------- */
 
 /** Attempts update makes before it gives up with PS_ECONFLICT. */

@@ -42,8 +42,9 @@
  * is removed and created again between another writer's read and its CAS cannot
  * match that writer's old version by accident (the ABA problem).
  *
- * Round trips: update = 2 (read + CAS) plus 2 per conflict; get, remove = 1; list
- * = 1 per 1000 keys. Statements are prepared once per connection, lazily.
+ * Round trips: update = 2 (read + CAS) plus 2 per conflict; get, remove,
+ * server_time = 1; list = 1 per 1000 keys. Statements are prepared once per
+ * connection, lazily.
  *
  * Pool and timeouts: a fixed array of connections, borrowed under a mutex + condvar.
  * A connection is opened on first borrow; one that broke (CONNECTION_BAD, a
@@ -88,7 +89,7 @@
 #define OID_TEXT 25
 
 enum { ST_GET, ST_INSERT, ST_UPDATE, ST_UPDATE_QUARANTINE, ST_REMOVE, ST_LIST,
-       ST_QUARANTINE_LIST, ST_COUNT };
+       ST_QUARANTINE_LIST, ST_NOW, ST_COUNT };
 
 typedef struct statement {
     const char *name;
@@ -128,6 +129,9 @@ static const statement statements[ST_COUNT] = {
      "WHERE ($1::text IS NULL OR store = $1) AND ($2::text IS NULL OR key = $2) "
      "AND id > $3 ORDER BY id LIMIT " PG_QUARANTINE_PAGE,
      3, {OID_TEXT, OID_TEXT, OID_INT8}},
+    /* The store's clock (server_time): the wall clock now, not the transaction's
+     * start, though with no transaction open the two are the same instant. */
+    {"ps_now", "SELECT extract(epoch FROM clock_timestamp())::float8", 0, {0}},
 };
 
 /* Migration N (1-based) brings the schema from version N-1 to N. Append only. */
@@ -738,6 +742,29 @@ static int quarantine_list_impl(ps_backend *backend, const char *store, const ch
     return rc;
 }
 
+/* backend.h server_time: PostgreSQL's clock, so servers whose own clocks disagree
+ * stamp LastUpdate on one clock. One round trip (a read: retried once on a stale
+ * connection). */
+static int server_time_impl(double *out, ps_backend *backend)
+{
+    pg_backend *b = (pg_backend *)backend;
+    pg_conn *c;
+    PGresult *r = NULL;
+    params p = {0};
+    if (!out || !b)
+        return ps__error_set(PS_EINVAL, "server time: %s is NULL", b ? "out" : "backend");
+    int rc = borrow(&c, b);
+    if (!rc)
+        rc = run_read(b, c, ST_NOW, &p, "clock read failed", &r);
+    give_back(b, c);
+    if (!rc && PQntuples(r) == 1)
+        *out = get_float8(r, 0, 0);
+    else if (!rc)
+        rc = fail(b, "clock read failed", "no row");
+    PQclear(r);
+    return rc;
+}
+
 static void free_impl(ps_backend *backend)
 {
     pg_backend *b = (pg_backend *)backend;
@@ -930,6 +957,7 @@ int ps__postgres_backend_open(ps_backend **out, const char *conninfo)
     b->parent.list = list_impl;
     b->parent.remove = remove_impl;
     b->parent.quarantine_list = quarantine_list_impl;
+    b->parent.server_time = server_time_impl;
     *out = &b->parent;
     return PS_OK;
 }

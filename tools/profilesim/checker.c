@@ -259,7 +259,7 @@ static int load_store(store_docs *s, const sim_options *o, int players)
     s->n = players;
     s->store = o->store_name;
     s->doc = calloc((size_t)players, sizeof *s->doc);
-    if (!s->doc || ps_backend_open(&s->b, o->store_url) != PS_OK) {
+    if (!s->doc || ps_backend_open(&s->b, sim_inner_url(o->store_url)) != PS_OK) {
         fprintf(stderr, "profilesim: checker cannot open the store: %s\n",
                 ps_error_last()->message);
         return -1;

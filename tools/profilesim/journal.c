@@ -66,6 +66,17 @@ void sim_journal_close(sim_journal *j)
     free(j);
 }
 
+const char *sim_inner_url(const char *url)
+{
+    while (strncmp(url, "faulty:", 7) == 0) {
+        const char *colon = strchr(url + 7, ':'); /* OPTIONS never contain ':' */
+        if (!colon)
+            return url;
+        url = colon + 1;
+    }
+    return url;
+}
+
 int sim_journal_reset_dir(const char *dir)
 {
     if (mkdir(dir, 0755) != 0 && errno != EEXIST)

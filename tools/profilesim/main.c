@@ -33,7 +33,9 @@ static const char usage[] =
     "Options:\n"
     "  --store URL        store to run on (default sqlite:profilesim.db);\n"
     "                     postgres://USER@HOST:PORT/DB works too; memory: cannot be\n"
-    "                     shared by processes and is refused\n"
+    "                     shared by processes and is refused. faulty:OPTIONS:URL makes\n"
+    "                     the servers suffer injected faults; the checker reads URL\n"
+    "                     directly\n"
     "  --store-name NAME  profile store name inside the store (default Players)\n"
     "  --servers N        game-server processes (default 4, max 64)\n"
     "  --players N        player population (default 500)\n"
@@ -215,13 +217,14 @@ static int create_store(const sim_options *o)
 /* Deletes the SQLite file, or removes the store's keys elsewhere (unless --keep). */
 static int reset_store(const sim_options *o)
 {
+    const char *url = sim_inner_url(o->store_url); /* resetting suffers no faults */
     if (o->keep)
         return create_store(o);
-    if (strncmp(o->store_url, "sqlite:", 7) == 0) {
+    if (strncmp(url, "sqlite:", 7) == 0) {
         const char *suffix[] = {"", "-wal", "-shm", "-journal"};
         char path[4096];
         for (int i = 0; i < 4; i++) {
-            snprintf(path, sizeof path, "%s%s", o->store_url + 7, suffix[i]);
+            snprintf(path, sizeof path, "%s%s", url + 7, suffix[i]);
             if (unlink(path) != 0 && errno != ENOENT) {
                 fprintf(stderr, "profilesim: cannot delete %s: %s\n", path,
                         strerror(errno));
@@ -231,7 +234,7 @@ static int reset_store(const sim_options *o)
         return create_store(o);
     }
     ps_backend *b = NULL;
-    if (ps_backend_open(&b, o->store_url) != PS_OK) {
+    if (ps_backend_open(&b, url) != PS_OK) {
         fprintf(stderr, "profilesim: cannot open the store: %s\n",
                 ps_error_last()->message);
         return -1;
@@ -509,6 +512,10 @@ static void report(run *r, const sim_check *before, const sim_check *after, doub
         "  drain            %ld keys; before it: %ld dead locks of killed servers, %ld "
         "pending global updates\n",
         after->keys, before->dead_locks, before->pending_gifts);
+    if (strncmp(r->o.store_url, "faulty:", 7) == 0)
+        printf(
+            "  faults injected  %ld errors, %ld lost replies, %ld conflicts (faulty:)\n",
+            STAT(r, fault_errors), STAT(r, fault_lost_replies), STAT(r, fault_conflicts));
     if (t->stale_writes)
         printf("  stale writes     %ld injected by --break-fencing\n", t->stale_writes);
     printf("  crashes          %ld\n", r->crashes);
@@ -531,6 +538,11 @@ static void default_options(sim_options *o)
                        .force_load_max_steps = 4,
                        .assume_dead_session_lock = 1800.0};
     o->seed = ((uint64_t)time(NULL) ^ ((uint64_t)getpid() << 16)) % 1000000000ULL;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    unsigned long tag = ((unsigned long)ts.tv_sec * 1000003UL) ^
+                        (unsigned long)ts.tv_nsec ^ ((unsigned long)getpid() << 20);
+    snprintf(o->run_tag, sizeof o->run_tag, "%06lx", tag & 0xffffffUL);
 }
 
 /* The shared board, before the first fork. */

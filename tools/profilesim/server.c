@@ -16,6 +16,8 @@
  */
 #include "sim.h"
 
+#include "backend/backends.h" /* ps__faulty_stats: what faulty: injected */
+
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -92,6 +94,7 @@ struct server {
     stale_plan stale;
     int stale_writes;
     ps_backend *raw;
+    long fault_base[3]; /* the slot's counts from earlier runs of this slot */
 };
 
 static volatile sig_atomic_t g_stop;
@@ -277,9 +280,12 @@ static void plan_stale_write(server *sv, session *s)
     if (!sv->o->break_fencing || sv->index != 0 || sv->stale.active ||
         sv->stale_writes >= STALE_WRITES_MAX)
         return;
-    sv->stale =
-        (stale_plan){1,        s->idx,     json_deep_copy(ps_profile_data(s->profile)),
-                     s->count, s->seq + 1, sim_now() + 1.5};
+    sv->stale = (stale_plan){.active = 1,
+                             .idx = s->idx,
+                             .data = json_deep_copy(ps_profile_data(s->profile)),
+                             .count = s->count,
+                             .seq = s->seq + 1,
+                             .due = sim_now() + 1.5};
 }
 
 /* ListenToRelease: our own release (ignored) or the session was taken over. */
@@ -431,7 +437,7 @@ static void send_gift(server *sv, session *from)
         return;
     g->srv = sv;
     sim_key(g->to, sizeof g->to, rng_below(sv, sv->nplayers));
-    snprintf(g->id, sizeof g->id, "g%d.%d.%ld", sv->index, sv->restart,
+    snprintf(g->id, sizeof g->id, "g%s.%d.%d.%ld", sv->o->run_tag, sv->index, sv->restart,
              ++sv->gifts_started);
     snprintf(g->from, sizeof g->from, "%s", from ? skey(from) : "system");
     if (ps_store_global_update_profile_async(sv->store, g->to, gift_handler, gift_done,
@@ -475,8 +481,8 @@ static void buy(server *sv, session *s)
     player *pl = &sv->players[s->idx];
     if (pl->nreceipts == RECEIPTS_MAX)
         return;
-    snprintf(pl->receipts[pl->nreceipts++], sizeof pl->receipts[0], "p%d.%d.%ld",
-             sv->index, sv->restart, ++sv->purchases_started);
+    snprintf(pl->receipts[pl->nreceipts++], sizeof pl->receipts[0], "p%s.%d.%d.%ld",
+             sv->o->run_tag, sv->index, sv->restart, ++sv->purchases_started);
     deliver_receipts(sv, s);
 }
 
@@ -606,7 +612,7 @@ static void run_stale_write(server *sv)
     char key[32];
     sim_key(key, sizeof key, plan->idx);
     double t_snap = sim_now();
-    if (!sv->raw && ps_backend_open(&sv->raw, sv->o->store_url) != PS_OK)
+    if (!sv->raw && ps_backend_open(&sv->raw, sim_inner_url(sv->o->store_url)) != PS_OK)
         sv->raw = NULL;
     int rc = sv->raw
                  ? sv->raw->update(sv->raw, sv->o->store_name, key, stale_transform, plan)
@@ -622,7 +628,7 @@ static void run_stale_write(server *sv)
         sv->stale_writes++;
     }
     json_decref(plan->data);
-    *plan = (stale_plan){0, 0, NULL, 0, 0, 0};
+    *plan = (stale_plan){.active = 0};
 }
 
 /* ---- actions -------------------------------------------------------------------- */
@@ -788,6 +794,18 @@ static int drain_step(server *sv)
     return busy;
 }
 
+/* Publishes this process's faulty: totals (added to the slot's earlier runs). */
+static void publish_faults(server *sv)
+{
+    ps_faulty_stats f;
+    if (ps__faulty_stats(&f, NULL) != PS_OK)
+        return;
+    atomic_store(&sv->stats->fault_errors, sv->fault_base[0] + (long)f.errors);
+    atomic_store(&sv->stats->fault_lost_replies,
+                 sv->fault_base[1] + (long)f.lost_replies);
+    atomic_store(&sv->stats->fault_conflicts, sv->fault_base[2] + (long)f.conflicts);
+}
+
 /* ---- the process ---------------------------------------------------------------- */
 
 static void on_issue(const char *message, const char *store, const char *key, void *ud)
@@ -837,7 +855,7 @@ static int server_open(server *sv, const sim_options *o, const sim_server_args *
 static int drain_list_keys(server *sv)
 {
     ps_backend *b = NULL;
-    int rc = ps_backend_open(&b, sv->o->store_url);
+    int rc = ps_backend_open(&b, sim_inner_url(sv->o->store_url));
     if (rc == PS_OK)
         rc = b->list ? b->list(b, sv->o->store_name, NULL, collect_key, sv) : PS_EINVAL;
     if (rc != PS_OK)
@@ -876,6 +894,7 @@ static void main_loop(server *sv)
             game_tick(sv, &credit, &last);
         }
         flush_saves(sv);
+        publish_faults(sv);
         double spent = sim_now() - t0;
         if (spent < 0.010)
             usleep((useconds_t)((0.010 - spent) * 1e6));
@@ -892,6 +911,7 @@ static void server_stop(server *sv)
             do_release(sv, s);
     }
     ps_service_shutdown(sv->service);
+    publish_faults(sv);
     poll_retired(sv, 1);
     int left = 0;
     for (int i = 0; i < sv->nplayers; i++)
@@ -921,6 +941,9 @@ int sim_server_main(const sim_options *o, sim_board *board, const sim_server_arg
     sv.stats = &board->stats[sv.drain ? SIM_DRAIN_SLOT : a->index];
     sv.rng = o->seed + (uint64_t)(a->index + 1) + 7919ULL * (uint64_t)a->restart;
     sv.nplayers = board->players;
+    sv.fault_base[0] = atomic_load(&sv.stats->fault_errors);
+    sv.fault_base[1] = atomic_load(&sv.stats->fault_lost_replies);
+    sv.fault_base[2] = atomic_load(&sv.stats->fault_conflicts);
     sv.players = calloc((size_t)sv.nplayers, sizeof *sv.players);
     sv.journal = sim_journal_open(a->journal_path);
     if (!sv.players || !sv.journal) {

@@ -34,12 +34,15 @@ typedef struct sim_options {
     double auto_save_period, load_repeat_delay;
     int force_load_max_steps;
     double assume_dead_session_lock;
+    char run_tag[16]; /* in gift and purchase ids: unique across runs on one store */
 } sim_options;
 
 /* Counters one server slot adds to (a restarted server keeps its slot). */
 typedef struct sim_stats {
     atomic_long ops, loads, saves, force_loads, lost, gifts_sent, gifts_applied,
         purchases, hops, leaves, issues;
+    /* faulty: injections, accumulated over the slot's restarts */
+    atomic_long fault_errors, fault_lost_replies, fault_conflicts;
 } sim_stats;
 
 /* MAP_SHARED, created by the parent before the first fork. location[i]: 0 = the
@@ -62,6 +65,10 @@ sim_journal *sim_journal_open(const char *path);
 void sim_journal_write(sim_journal *j, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void sim_journal_close(sim_journal *j);
+
+/* The URL under any "faulty:OPTIONS:" prefixes: the checker, the watcher and the
+ * stale write of --break-fencing never suffer injected faults. */
+const char *sim_inner_url(const char *url);
 
 /* Removes every regular file in @p dir, creating @p dir when missing. */
 int sim_journal_reset_dir(const char *dir);

@@ -58,7 +58,7 @@ int sim_watcher_main(const sim_options *o, const char *journal_path)
     sim_journal *j = sim_journal_open(journal_path);
     seen *last = calloc((size_t)o->players, sizeof *last);
     ps_backend *b = NULL;
-    if (!j || !last || ps_backend_open(&b, o->store_url) != PS_OK) {
+    if (!j || !last || ps_backend_open(&b, sim_inner_url(o->store_url)) != PS_OK) {
         fprintf(stderr, "profilesim: watcher cannot start: %s\n",
                 ps_error_last()->message);
         return 2;
