@@ -572,6 +572,16 @@ static void refresh_meta(ps_profile *p, const json_t *stored_meta, int wrote)
         json_object_set_new(p->meta, "MetaTagsLatest", json_deep_copy(tags));
 }
 
+/* A release retried after a lost reply finds its own earlier write: no owner and our
+ * SessionLoadCount. Then the stored MetaTags are ours, and MetaTagsLatest may say so. */
+static int release_landed_before(const save_op *op, const json_t *stored_meta)
+{
+    int64_t count = -1;
+    return op->releasing && !json_object_get(stored_meta, "ActiveSession") &&
+           ps__json_get_int(json_object_get(stored_meta, "SessionLoadCount"), &count) &&
+           count == op->expected_count;
+}
+
 /* Someone else holds the session now (or we handed it to a force loader). */
 static void session_lost(ps_profile *p, const json_t *stored_meta)
 {
@@ -605,7 +615,7 @@ static void save_finish(ps_op *base)
         p->release_pending = 0;
     json_t *meta = json_object_get(op->result, "MetaData");
     if (json_is_object(meta))
-        refresh_meta(p, meta, op->wrote);
+        refresh_meta(p, meta, op->wrote || release_landed_before(op, meta));
     if (op->wrote && owns_doc(op, op->result)) {
         if (p->active)
             ps__global_updates_after_save(p->global_updates,
