@@ -75,7 +75,8 @@ typedef struct baseline {
     ps_backend *backend;
     json_t *doc;    /* the document held between load and release */
     double json_s;  /* time in json_loadb / json_dumps */
-    long parses, serializes;
+    double update_s; /* time inside the backend's update calls, JSON included */
+    long parses, serializes, cycles;
 } baseline;
 
 static double g_t0;
@@ -137,11 +138,15 @@ static int base_release(ps_write *out, const ps_bytes *current, void *userdata)
 
 static void baseline_cycle(baseline *b, const char *key)
 {
+    double t0 = bench_now();
     BENCH_OK(b->backend->update(b->backend, STORE, key, base_load, b));
+    double t1 = bench_now();
     json_object_set_new(json_object_get(b->doc, "Data"), "Coins",
                         json_integer(++g_coins));
     BENCH_OK(b->backend->update(b->backend, STORE, key, base_save, b));
     BENCH_OK(b->backend->update(b->backend, STORE, key, base_release, b));
+    b->update_s += bench_now() - t1 + (t1 - t0);
+    b->cycles++;
     json_decref(b->doc);
     b->doc = NULL;
 }
@@ -243,6 +248,7 @@ int main(int argc, char **argv)
     long gets0 = atomic_load(&b.lib.counts.gets);
     long transforms0 = atomic_load(&b.lib.counts.transforms);
     long long tns0 = atomic_load(&b.lib.counts.transform_ns);
+    long long uns0 = atomic_load(&b.lib.counts.update_ns);
     double lib[64], base[64], bare_[64], lib_busy = 0, base_busy = 0, bare_busy = 0;
     double ratio_base[64], ratio_bare[64];
     long lib_cycles = 0;
@@ -280,6 +286,13 @@ int main(int argc, char **argv)
     long gets = atomic_load(&b.lib.counts.gets) - gets0;
     long transforms = atomic_load(&b.lib.counts.transforms) - transforms0;
     double transform_s = (double)(atomic_load(&b.lib.counts.transform_ns) - tns0) / 1e9;
+    double update_s = (double)(atomic_load(&b.lib.counts.update_ns) - uns0) / 1e9;
+    /* Where a cycle's time goes: inside the backend's updates (round trips and the
+     * transforms' JSON), and outside them (host work and thread hand-offs). */
+    double lib_us = 1e6 * lib_busy / (double)lib_cycles;
+    double lib_in_us = 1e6 * update_s / (double)lib_cycles;
+    double base_us = 1e6 * base_busy / (double)b.base.cycles;
+    double base_in_us = 1e6 * b.base.update_s / (double)b.base.cycles;
 
     double l = bench_median(lib, (size_t)rounds), s = bench_median(base, (size_t)rounds);
     double r = bench_median(bare_, (size_t)rounds);
@@ -297,6 +310,14 @@ int main(int argc, char **argv)
     printf("JSON share of the baseline's time: %.1f %%\n", 100 * json_share);
     printf("library transform share (decode + validate + encode on workers): %.1f %%\n",
            100 * transform_s / lib_busy);
+    double lib_json_us = 1e6 * transform_s / (double)lib_cycles;
+    double base_json_us = 1e6 * b.base.json_s / (double)b.base.cycles;
+    printf("per cycle: library %.0f us = %.0f us inside backend updates (%.0f us of it in "
+           "transforms: JSON) + %.0f us outside (host work, thread hand-offs)\n", lib_us,
+           lib_in_us, lib_json_us, lib_us - lib_in_us);
+    printf("           baseline %.0f us = %.0f us inside backend updates (%.0f us of it "
+           "JSON) + %.0f us outside\n", base_us, base_in_us, base_json_us,
+           base_us - base_in_us);
 
     bench_result("cycle", args.label, "library cycles/s", l, "1/s", "", "");
     bench_result("cycle", args.label, "baseline cycles/s", s, "1/s", "", "");
@@ -309,6 +330,16 @@ int main(int argc, char **argv)
                  "", "");
     bench_result("cycle", args.label, "library transform share of time",
                  100 * transform_s / lib_busy, "%", "", "");
+    bench_result("cycle", args.label, "library us per cycle inside backend updates",
+                 lib_in_us, "us", "", "");
+    bench_result("cycle", args.label, "library us per cycle outside updates (host, hand-offs)",
+                 lib_us - lib_in_us, "us", "", "");
+    bench_result("cycle", args.label, "library us per cycle in transforms (JSON)",
+                 lib_json_us, "us", "", "");
+    bench_result("cycle", args.label, "baseline us per cycle inside updates", base_in_us,
+                 "us", "", "");
+    bench_result("cycle", args.label, "baseline us per cycle in JSON", base_json_us, "us",
+                 "", "");
     bench_result("cycle", args.label, "updates per library cycle",
                  (double)updates / (double)lib_cycles, "", "3", "");
 

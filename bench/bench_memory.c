@@ -33,13 +33,18 @@
 
 #define STORE "bench-memory"
 
-/* Heap bytes in use, without SQLite's own (page caches, statements): those are
- * bounded per connection and belong to the backend, not to profiles. */
-static size_t heap(void)
+/* SQLite's own memory: page caches, statements; bounded per connection. */
+static size_t sqlite_memory(void)
 {
     sqlite3_int64 used = 0, high = 0;
     sqlite3_status64(SQLITE_STATUS_MEMORY_USED, &used, &high, 0);
-    return bench_heap_in_use() - (size_t)used;
+    return (size_t)used;
+}
+
+/* Heap bytes in use, without SQLite's own: those belong to the backend. */
+static size_t heap(void)
+{
+    return bench_heap_in_use() - sqlite_memory();
 }
 
 static const char *key_of(const char *prefix, long i)
@@ -243,7 +248,7 @@ static void run_soak(const bench_args *args, ps_service *s, ps_profile_store *st
     for (int i = 0; i < active; i++)
         soak_start_load(store, &k, i, keys);
     double t0 = bench_now(), next_sample = t0;
-    size_t heaps[11], rss[11];
+    size_t heaps[11], rss[11], sq[11];
     double at[11];
     int samples = 0;
     while (samples < 11) {
@@ -253,10 +258,11 @@ static void run_soak(const bench_args *args, ps_service *s, ps_profile_store *st
             malloc_trim(0);
             heaps[samples] = heap();
             rss[samples] = bench_rss();
+            sq[samples] = sqlite_memory();
             at[samples] = now - t0;
-            printf("soak t=%5.1f s: heap %8.2f MB  rss %8.2f MB  loads %ld  releases %ld\n",
-                   at[samples], heaps[samples] / 1e6, rss[samples] / 1e6, k.loads,
-                   k.releases);
+            printf("soak t=%5.1f s: heap %8.2f MB  rss %8.2f MB  sqlite %6.2f MB  loads %ld  "
+                   "releases %ld\n", at[samples], heaps[samples] / 1e6, rss[samples] / 1e6,
+                   sq[samples] / 1e6, k.loads, k.releases);
             samples++;
             next_sample = t0 + seconds * samples / 10;
         }

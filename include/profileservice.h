@@ -179,6 +179,7 @@ PS_EXTERN int ps_service_update(ps_service *service);
  * BindToClose: sets ServiceLocked, releases every active profile and returns when
  * every release save and every pending load has finished. Later calls of the
  * store methods fail with PS_ESHUTDOWN. Calling it twice is harmless.
+ * @return PS_OK; PS_EINVAL (NULL service, or called from inside a listener).
  */
 PS_EXTERN int ps_service_shutdown(ps_service *service);
 

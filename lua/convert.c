@@ -28,9 +28,15 @@ typedef struct encoder {
     const void *ancestors[MAX_DEPTH]; /* tables on the current path: cycles */
     size_t ancestor_len[MAX_DEPTH];   /* path length of each */
     int depth;
+    size_t nodes; /* values converted so far */
     char *err;
     size_t errlen;
 } encoder;
+
+/* A table referenced twice is converted twice (JSON has no references), so a small
+ * Lua value can expand exponentially: stop once the output could not fit the store's
+ * 4 MB document limit anyway (every JSON value takes at least one byte). */
+#define MAX_NODES (4u * 1024u * 1024u)
 
 /* ---- the path of the value being converted ----------------------------------------- */
 
@@ -250,6 +256,8 @@ static json_t *encode_value(encoder *e, int idx, lps_root root)
 {
     lua_State *L = e->L;
     int t = lua_type(L, idx);
+    if (++e->nodes > MAX_NODES)
+        return fail(e, "is too large to store (over %u values)", MAX_NODES);
     if (root != ROOT_VALUE && t != LUA_TTABLE)
         return t == LUA_TNIL ? fail(e, "is nil, not a table")
                              : fail(e, "is a %s, not a table", lua_typename(L, t));
@@ -287,6 +295,7 @@ json_t *lps__to_json(lua_State *L, int idx, lps_root root, const char *root_name
     e.path_len = 0;
     e.path[0] = '\0';
     e.depth = 0;
+    e.nodes = 0;
     e.err = err;
     e.errlen = errlen;
     path_append(&e, root_name);

@@ -405,6 +405,8 @@ static int save_prepare(ps_op *base)
         ps__service_corruption(base->service, base->store->name, base->key);
         ps__service_issue(base->service, "profile Data is not a JSON object; save "
                                          "refused", base->store->name, base->key);
+        if (op->releasing)
+            schedule_release_retry(op);
         return 1;
     }
     op->data = json_deep_copy(p->data);
@@ -414,6 +416,8 @@ static int save_prepare(ps_op *base)
         ps__global_updates_snapshot(&op->pending, p->global_updates) != PS_OK) {
         ps__service_issue(base->service, "out of memory taking a save snapshot",
                           base->store->name, base->key);
+        if (op->releasing)
+            schedule_release_retry(op);
         return 1;
     }
     return 0;
@@ -656,6 +660,9 @@ int ps_profile_save(ps_profile *profile)
     if (rc != PS_OK)
         return rc;
     size_t size = json_dumpb(profile->data, NULL, 0, JSON_COMPACT);
+    if (size == 0)
+        return ps__error_set(PS_EINVAL, "profile \"%s\" Data cannot be encoded as JSON "
+                                        "(a reference cycle?)", profile->key);
     if (size > profile->service->config.max_document_size)
         return ps__error_set(PS_ETOOBIG, "profile \"%s\" Data is %zu bytes, over the "
                                          "%zu-byte limit", profile->key, size,

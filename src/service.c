@@ -196,6 +196,8 @@ static int open_backend(ps_service *s, const ps_config *config)
         return ps_backend_check(s->backend);
     }
     const char *url = config->store_url;
+    if (url && !*url)
+        return ps__error_set(PS_EINVAL, "store url is empty");
     if (!url)
         url = getenv("PROFILESERVICE_STORE");
     if (!url || !*url)

@@ -28,7 +28,8 @@ static void assert_no_secret(const char *text, const char *secret, const char *w
         PS_FAIL("%s shows the password \"%s\": %s", where, secret, text);
 }
 
-/* ---- 1a. the library's messages for URLs that cannot connect ------------------------ */
+/* ---- 1a. the library's messages for URLs that cannot connect ------------------------
+ */
 
 typedef struct url_case {
     const char *url;
@@ -60,8 +61,8 @@ static const url_case refused[] = {
 /* URLs whose password libpq quotes back in a parse error and postgres.c does not
  * scrub: it only knows the password of user:PASSWORD@ (raw_password) and the one
  * PQconninfoParse decodes, which it cannot when the URL does not parse, so a raw
- * ?password= value is shown. Reported in issue #8 (src/backend/postgres.c:859); listed
- * here until fixed, failing only with PS_TEST_STRICT=1. */
+ * ?password= value is shown. Reported in issue #8 (src/backend/postgres.c
+ * raw_password); listed here until fixed, failing only with PS_TEST_STRICT=1. */
 static const url_case known_leaks[] = {
     {"postgres://user@[::1/db?password=" SECRET, SECRET},
     {"postgres://user@127.0.0.1:1/db?password=" SECRET "%zz", SECRET},
@@ -82,7 +83,7 @@ static void check_known_leaks(void)
             continue;
         }
         g_known_leaks++;
-        printf("KNOWN LEAK (src/backend/postgres.c:859 raw_password): %s\n", msg);
+        printf("KNOWN LEAK (src/backend/postgres.c raw_password): %s\n", msg);
         if (strict && strcmp(strict, "1") == 0)
             PS_FAIL("a password is shown (PS_TEST_STRICT=1)");
     }
@@ -112,7 +113,8 @@ static void test_library_messages(void)
     }
 }
 
-/* ---- 1b. IssueSignal while the server is down (a live service) ---------------------- */
+/* ---- 1b. IssueSignal while the server is down (a live service) ----------------------
+ */
 
 typedef struct issue_log {
     int count;
@@ -196,7 +198,8 @@ static void test_issue_signal_postgres(const char *base_url)
     free(url);
 }
 
-/* ---- 1c. profilectl ------------------------------------------------------------------ */
+/* ---- 1c. profilectl ------------------------------------------------------------------
+ */
 
 /* Runs profilectl with @p args and @p input on stdin; returns stdout + stderr. */
 static char *run_profilectl(const char *ctl, const char *const *args, const char *input,
@@ -294,7 +297,8 @@ static void test_profilectl(void)
     printf("   %d profilectl runs\n", runs);
 }
 
-/* ---- 2. a new SQLite file is created 0600 -------------------------------------------- */
+/* ---- 2. a new SQLite file is created 0600 --------------------------------------------
+ */
 
 static void assert_mode(const char *path, int want_absent_ok)
 {
@@ -358,6 +362,7 @@ int main(int argc, char **argv)
         return 77;
     }
     printf("ok: %d places checked for credentials and file modes; %d known leak(s) "
-           "reported\n", g_checked, g_known_leaks);
+           "reported\n",
+           g_checked, g_known_leaks);
     return 0;
 }

@@ -877,7 +877,9 @@ static int describe(pg_backend *b)
     PQconninfoOption *opts = PQconninfoParse(b->dsn, &err);
     const char *host = NULL, *port = NULL, *db = NULL;
     if (!opts) {
-        int rc = err ? fail_code(b, PS_EINVAL, "invalid connection url", err)
+        /* libpq's parse errors quote the URL back, password included: not shown. */
+        int rc = err ? fail_code(b, PS_EINVAL, "invalid connection url",
+                                 "libpq cannot parse it")
                      : ps__error_oom();
         PQfreemem(err);
         return rc;

@@ -21,25 +21,28 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CHECK(cond, ...)                                                          \
-    do {                                                                          \
-        if (!(cond)) {                                                            \
-            fprintf(stderr, "fuzz_document: %s:%d: check failed: %s: ", __FILE__, \
-                    __LINE__, #cond);                                             \
-            fprintf(stderr, __VA_ARGS__);                                         \
-            fputc('\n', stderr);                                                  \
-            abort();                                                              \
-        }                                                                         \
+#define CHECK(cond, ...)                                                                 \
+    do {                                                                                 \
+        if (!(cond)) {                                                                   \
+            fprintf(stderr, "fuzz_document: %s:%d: check failed: %s: ", __FILE__,        \
+                    __LINE__, #cond);                                                    \
+            fprintf(stderr, __VA_ARGS__);                                                \
+            fputc('\n', stderr);                                                         \
+            abort();                                                                     \
+        }                                                                                \
     } while (0)
 
 #define DECODE_FLAGS (JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL)
 
-static const char *const top_known[] = {"Data",     "MetaData", "GlobalUpdates",
-                                        "RobloxMetaData", "UserIds", "WasCorrupted",
-                                        NULL};
-static const char *const meta_known[] = {"ProfileCreateTime", "SessionLoadCount",
-                                         "ActiveSession",     "ForceLoadSession",
-                                         "MetaTags",          "LastUpdate",
+static const char *const top_known[] = {
+    "Data",         "MetaData", "GlobalUpdates", "RobloxMetaData", "UserIds",
+    "WasCorrupted", NULL};
+static const char *const meta_known[] = {"ProfileCreateTime",
+                                         "SessionLoadCount",
+                                         "ActiveSession",
+                                         "ForceLoadSession",
+                                         "MetaTags",
+                                         "LastUpdate",
                                          NULL};
 
 static int is_known(const char *const *names, const char *key)
@@ -174,16 +177,13 @@ static void check_unknown_kept(const json_t *orig, const json_t *doc)
     const json_t *om = json_object_get(orig, "MetaData");
     const json_t *dm = json_object_get(doc, "MetaData");
 
-    json_object_foreach((json_t *)orig, key, v)
-        if (!is_known(top_known, key))
-            CHECK(json_equal(v, json_object_get(doc, key)), "unknown field %s changed",
-                  key);
+    json_object_foreach((json_t *)orig, key, v) if (!is_known(top_known, key))
+        CHECK(json_equal(v, json_object_get(doc, key)), "unknown field %s changed", key);
     if (!json_is_object(om) || !json_is_object(dm))
         return;
-    json_object_foreach((json_t *)om, key, v)
-        if (!is_known(meta_known, key))
-            CHECK(json_equal(v, json_object_get(dm, key)),
-                  "unknown MetaData field %s changed", key);
+    json_object_foreach((json_t *)om, key, v) if (!is_known(meta_known, key))
+        CHECK(json_equal(v, json_object_get(dm, key)),
+              "unknown MetaData field %s changed", key);
 }
 
 /* json_equal with keys compared by length (jansson 2.14's json_equal looks keys up
@@ -349,8 +349,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     rc = ps__document_decode(&doc, &r, (const char *)data, size);
     CHECK(rc == PS_OK, "decode returned %d: %s", rc, ps_error_last()->message);
     CHECK(doc != NULL, "decode gave no document");
-    CHECK((r.bad == 0) == (r.what[0] == '\0'), "bad 0x%x but what \"%s\"", r.bad,
-          r.what);
+    CHECK((r.bad == 0) == (r.what[0] == '\0'), "bad 0x%x but what \"%s\"", r.bad, r.what);
     CHECK(memchr(r.what, '\0', sizeof r.what) != NULL, "what is not terminated");
     CHECK(r.kind != PS_DOC_MISSING || r.bad != 0, "a stored value decoded as MISSING "
                                                   "without being reported");

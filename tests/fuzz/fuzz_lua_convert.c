@@ -26,15 +26,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CHECK(cond, ...)                                                             \
-    do {                                                                             \
-        if (!(cond)) {                                                               \
-            fprintf(stderr, "fuzz_lua_convert: %s:%d: check failed: %s: ", __FILE__, \
-                    __LINE__, #cond);                                                \
-            fprintf(stderr, __VA_ARGS__);                                            \
-            fputc('\n', stderr);                                                     \
-            abort();                                                                 \
-        }                                                                            \
+#define CHECK(cond, ...)                                                                 \
+    do {                                                                                 \
+        if (!(cond)) {                                                                   \
+            fprintf(stderr, "fuzz_lua_convert: %s:%d: check failed: %s: ", __FILE__,     \
+                    __LINE__, #cond);                                                    \
+            fprintf(stderr, __VA_ARGS__);                                                \
+            fputc('\n', stderr);                                                         \
+            abort();                                                                     \
+        }                                                                                \
     } while (0)
 
 #define MAX_DEPTH 200 /* convert.c's limit on nested tables */
@@ -176,9 +176,9 @@ static void check_stable(const json_t *out, lps_root root)
 static void json_mode(const uint8_t *data, size_t size)
 {
     static const lps_root roots[] = {ROOT_VALUE, ROOT_TABLE, ROOT_OBJECT};
-    json_t *j = json_loadb((const char *)data, size,
-                           JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES,
-                           NULL);
+    json_t *j =
+        json_loadb((const char *)data, size,
+                   JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES, NULL);
     if (!j)
         return;
     if (push(j) == 0) {

@@ -185,10 +185,21 @@ static void safe_url(char *out, size_t size, const char *url)
         const char *colon = memchr(scheme_end + 3, ':', (size_t)(at - scheme_end - 3));
         if (colon) {
             snprintf(out, size, "%.*s:***%s", (int)(colon - url), url, at);
-            return;
+            url = NULL;
         }
     }
-    snprintf(out, size, "%s", url);
+    if (url)
+        snprintf(out, size, "%s", url);
+    /* ?password=… too: mask every value up to the next '&'. */
+    for (char *p = strstr(out, "password="); p; p = strstr(p, "password=")) {
+        p += strlen("password=");
+        char *end = p + strcspn(p, "&");
+        if (end > p) {
+            memmove(p + 3, end, strlen(end) + 1);
+            memcpy(p, "***", 3);
+        }
+        p += 3;
+    }
 }
 
 /* ---- the store at start --------------------------------------------------------- */
