@@ -627,7 +627,7 @@ static void fire_due_loads(ps_service *s, double now)
     ps_load_request *due = NULL, **link = &s->load_timers;
     while (*link) {
         ps_load_request *r = *link;
-        if (r->retry_at <= now || atomic_load(&s->locked)) {
+        if (r->retry_at <= now || (atomic_load(&s->locked) && !r->maybe_taken)) {
             *link = r->next_timer;
             r->next_timer = due;
             due = r;

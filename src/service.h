@@ -83,6 +83,8 @@ typedef struct ps_load_request {
     int attempts;
     double retry_at; /* monotonic */
     int in_timer;
+    int maybe_taken; /* the last attempt failed after it may have committed (a lost
+                        reply): the store may hold our session */
 } ps_load_request;
 
 /* A generic retry timer (release saves, views) keyed by due time. */

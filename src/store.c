@@ -265,7 +265,9 @@ static void request_submit(ps_load_request *r)
 
 void ps__store_retry_load(ps_load_request *r)
 {
-    if (atomic_load(&r->store->service->locked)) {
+    /* Shutting down, we take no session; but an attempt whose reply was lost may have
+     * taken one, so one more attempt looks, and load_taken gives it back. */
+    if (atomic_load(&r->store->service->locked) && !r->maybe_taken) {
         ps__error_set(PS_ESHUTDOWN, "service is shutting down");
         request_deliver(r, PS_ESHUTDOWN, NULL);
         return;
@@ -362,12 +364,13 @@ static void load_finish(ps_op *base)
     load_op *op = (load_op *)base;
     ps_load_request *r = op->request;
     ps_service *s = base->service;
+    r->maybe_taken = base->status == PS_EBACKEND; /* it may have written */
     if (base->status != PS_OK) {
         ps__service_issue(s, base->message, base->store->name, base->key);
         if (!load_error_is_transient(base->status)) {
             ps__error_set(base->status, "%s", base->message);
             request_deliver(r, base->status, NULL);
-        } else if (atomic_load(&s->locked)) {
+        } else if (atomic_load(&s->locked) && !r->maybe_taken) {
             ps__store_retry_load(r);
         } else {
             retry_later(r);

@@ -198,7 +198,8 @@ typedef struct unlock_ctx {
 } unlock_ctx;
 
 /* Is the owner of @p meta alive? Like the library's dead-lock rule: dead once its
- * LastUpdate is more than dead_after old; no LastUpdate, no way to tell. */
+ * LastUpdate is more than dead_after away from now, on either side (README
+ * "Clocks"); no LastUpdate, no way to tell. */
 static int owner_alive(unlock_ctx *u, const json_t *meta)
 {
     const json_t *last = json_object_get(meta, "LastUpdate");
@@ -206,7 +207,7 @@ static int owner_alive(unlock_ctx *u, const json_t *meta)
     if (!json_is_number(last))
         return 1;
     ctl_format_age(u->age, sizeof u->age, json_number_value(last), u->now);
-    return !(u->now - json_number_value(last) > u->dead_after);
+    return !(fabs(u->now - json_number_value(last)) > u->dead_after);
 }
 
 /* Removes the session fields from the stored JSON as it is (not the normalised
