@@ -722,10 +722,7 @@ static int gu_transform(ps_write *out, const ps_bytes *current, void *userdata)
     if (rc == PS_OK)
         rc = request_remember(doc, op->request);
     if (rc == PS_OK)
-        rc = ps__doc_mark_written(doc, out, &op->report);
-    if (rc == PS_OK)
-        rc = ps__document_encode(&out->doc.data, &out->doc.len, doc,
-                                 op->base.service->config.max_document_size);
+        rc = ps__doc_write(out, doc, &op->report, op->base.service->config.max_document_size);
     if (rc == PS_OK)
         op->result = doc;
     else
@@ -736,22 +733,21 @@ static int gu_transform(ps_write *out, const ps_bytes *current, void *userdata)
 static void gu_op_run(ps_op *base)
 {
     gu_op *op = (gu_op *)base;
-    ps_backend *b = base->service->backend;
-    int rc;
     if (op->edits) {
-        rc = b->update(b, base->store->name, base->key, gu_transform, op);
-    } else {
-        ps_bytes bytes = {NULL, 0};
-        json_t *doc = NULL;
-        rc = b->get(&bytes, b, base->store->name, base->key);
-        if (rc == PS_ENOTFOUND)
-            rc = PS_OK;
-        else if (rc == PS_OK)
-            rc = ps__document_decode(&doc, &op->report, bytes.data, bytes.len);
-        op->current = json_incref(json_object_get(doc, "GlobalUpdates"));
-        json_decref(doc);
-        ps_bytes_dispose(&bytes);
+        ps__op_update(base, gu_transform);
+        return;
     }
+    ps_backend *b = base->service->backend;
+    ps_bytes bytes = {NULL, 0};
+    json_t *doc = NULL;
+    int rc = b->get(&bytes, b, base->store->name, base->key);
+    if (rc == PS_ENOTFOUND)
+        rc = PS_OK;
+    else if (rc == PS_OK)
+        rc = ps__document_decode(&doc, &op->report, bytes.data, bytes.len);
+    op->current = json_incref(json_object_get(doc, "GlobalUpdates"));
+    json_decref(doc);
+    ps_bytes_dispose(&bytes);
     if (rc != PS_OK)
         ps__op_fail(base, rc);
 }

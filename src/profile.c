@@ -478,10 +478,9 @@ static int release_keeping_stored_data(ps_write *out, const ps_bytes *current,
     if (rc != PS_OK)
         return rc;
     json_object_del(json_object_get(*doc, "MetaData"), "ActiveSession");
-    rc = ps__doc_mark_written(*doc, out, &op->report);
     ps_bytes_dispose(&out->doc);
-    if (rc == PS_OK) /* no limit: these bytes are already stored */
-        rc = ps__document_encode(&out->doc.data, &out->doc.len, *doc, 0);
+    /* No limit: these bytes are already stored. */
+    rc = ps__doc_write(out, *doc, &op->report, 0);
     op->data_dropped = rc == PS_OK;
     return rc;
 }
@@ -501,10 +500,8 @@ static int save_transform(ps_write *out, const ps_bytes *current, void *userdata
     if (op->report.kind == PS_DOC_EXISTING && owns_doc(op, doc)) {
         rc = save_edit(op, doc);
         if (rc == PS_OK)
-            rc = ps__doc_mark_written(doc, out, &op->report);
-        if (rc == PS_OK)
-            rc = ps__document_encode(&out->doc.data, &out->doc.len, doc,
-                                     op->base.service->config.max_document_size);
+            rc = ps__doc_write(out, doc, &op->report,
+                               op->base.service->config.max_document_size);
         if (rc == PS_ETOOBIG && op->releasing)
             rc = release_keeping_stored_data(out, current, op, &doc);
         op->wrote = rc == PS_OK;
@@ -518,11 +515,7 @@ static int save_transform(ps_write *out, const ps_bytes *current, void *userdata
 
 static void save_run(ps_op *base)
 {
-    save_op *op = (save_op *)base;
-    ps_backend *b = base->service->backend;
-    int rc = b->update(b, base->store->name, base->key, save_transform, op);
-    if (rc != PS_OK)
-        ps__op_fail(base, rc);
+    ps__op_update(base, save_transform);
 }
 
 /* Release saves are retried until they succeed (latest ProfileService). */

@@ -65,5 +65,9 @@ int ps__meta_fill_new(json_t *meta, double now);
  * its original aside (quarantine) and says WasCorrupted=true; a normal rewrite of an
  * existing one says false (SEMANTICS.md §2). @return PS_OK or PS_ENOMEM. */
 int ps__doc_mark_written(json_t *doc, ps_write *out, const ps_doc_report *report);
+/* ps__doc_mark_written, then the encoding into out->doc (over @p max_size bytes:
+ * PS_ETOOBIG; 0 = no limit). */
+int ps__doc_write(ps_write *out, json_t *doc, const ps_doc_report *report,
+                  size_t max_size);
 
 #endif /* PS_PROFILE_H */

@@ -409,6 +409,14 @@ void ps__op_fail(ps_op *op, int status)
     ps__error_copy(op->message, sizeof op->message);
 }
 
+void ps__op_update(ps_op *op, ps_transform_fn transform)
+{
+    ps_backend *b = op->service->backend;
+    int rc = b->update(b, op->store->name, op->key, transform, op);
+    if (rc != PS_OK)
+        ps__op_fail(op, rc);
+}
+
 static char *slot_id(ps_profile_store *store, const char *key)
 {
     size_t n = strlen(store->name) + strlen(key) + 2;

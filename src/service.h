@@ -180,6 +180,9 @@ void ps__service_resume_key(ps_service *service, ps_profile_store *store,
 /* Nonzero when an op of @p kind is queued (not yet running) for the key. */
 int ps__service_has_queued(ps_service *service, ps_profile_store *store, const char *key,
                            const ps_op_kind *kind);
+/* Worker: the op's one atomic backend update with @p transform (userdata = op);
+ * a failure goes to op->status / op->message. */
+void ps__op_update(ps_op *op, ps_transform_fn transform);
 /* Records a worker failure into op->status / op->message from ps_error_last(). */
 void ps__op_fail(ps_op *op, int status);
 

@@ -172,6 +172,15 @@ int ps__doc_mark_written(json_t *doc, ps_write *out, const ps_doc_report *report
     return PS_OK;
 }
 
+int ps__doc_write(ps_write *out, json_t *doc, const ps_doc_report *report,
+                  size_t max_size)
+{
+    int rc = ps__doc_mark_written(doc, out, report);
+    if (rc == PS_OK)
+        rc = ps__document_encode(&out->doc.data, &out->doc.len, doc, max_size);
+    return rc;
+}
+
 static int load_transform(ps_write *out, const ps_bytes *current, void *userdata)
 {
     load_op *op = userdata;
@@ -183,10 +192,7 @@ static int load_transform(ps_write *out, const ps_bytes *current, void *userdata
     if (rc == PS_OK)
         rc = load_transform_doc(doc, op);
     if (rc == PS_OK)
-        rc = ps__doc_mark_written(doc, out, &op->report);
-    if (rc == PS_OK)
-        rc = ps__document_encode(&out->doc.data, &out->doc.len, doc,
-                                 op->base.service->config.max_document_size);
+        rc = ps__doc_write(out, doc, &op->report, op->base.service->config.max_document_size);
     if (rc == PS_OK)
         op->result = doc;
     else
@@ -196,11 +202,7 @@ static int load_transform(ps_write *out, const ps_bytes *current, void *userdata
 
 static void load_run(ps_op *base)
 {
-    load_op *op = (load_op *)base;
-    ps_backend *b = base->service->backend;
-    int rc = b->update(b, base->store->name, base->key, load_transform, op);
-    if (rc != PS_OK)
-        ps__op_fail(base, rc);
+    ps__op_update(base, load_transform);
 }
 
 /* ---- the load loop (host) ------------------------------------------------------- */
