@@ -12,7 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
-/* ---- clocks ----------------------------------------------------------------------- */
+/* ---- clocks ------------------------------------------------------------------------ */
 
 double bench_now(void)
 {
@@ -106,11 +106,10 @@ int bench_flag(const bench_args *a, const char *name)
     return 0;
 }
 
-/* ---- results ------------------------------------------------------------------------ */
+/* ---- results ----------------------------------------------------------------------- */
 
 void bench_result(const char *bench, const char *backend, const char *metric,
-                  double value, const char *unit, const char *target,
-                  const char *verdict)
+                  double value, const char *unit, const char *target, const char *verdict)
 {
     printf("RESULT\t%s\t%s\t%s\t%.6g\t%s\t%s\t%s\n", bench, backend, metric, value, unit,
            target ? target : "", verdict ? verdict : "");
@@ -143,7 +142,7 @@ void bench_die(const char *fmt, ...)
     exit(1);
 }
 
-/* ---- the counting wrapper ------------------------------------------------------------ */
+/* ---- the counting wrapper ---------------------------------------------------------- */
 
 void bench_counts_init(bench_counts *c)
 {
@@ -321,11 +320,11 @@ int bench_counting_backend_new(ps_backend **out, ps_backend *inner, bench_counts
     return PS_OK;
 }
 
-/* ---- the profile document -------------------------------------------------------------- */
+/* ---- the profile document ---------------------------------------------------------- */
 
 static const char *const rarities[] = {"Common", "Uncommon", "Rare", "Epic", "Legendary"};
-static const char *const items[] = {"sword", "shield", "bow", "potion", "helmet",
-                                    "boots", "ring", "amulet", "staff", "axe"};
+static const char *const items[] = {"sword", "shield", "bow",    "potion", "helmet",
+                                    "boots", "ring",   "amulet", "staff",  "axe"};
 
 static json_t *item_new(unsigned i, unsigned seed)
 {
@@ -374,11 +373,11 @@ json_t *bench_data_new(size_t bytes, unsigned seed)
 
 char *bench_doc_encode(const json_t *data, size_t *len)
 {
-    json_t *doc = json_pack(
-        "{s:O, s:{s:I, s:i, s:{}, s:I}, s:[i[]], s:{}, s:[], s:b}", "Data", data,
-        "MetaData", "ProfileCreateTime", (json_int_t)1700000000, "SessionLoadCount", 0,
-        "MetaTags", "LastUpdate", (json_int_t)1700000000, "GlobalUpdates", 0,
-        "RobloxMetaData", "UserIds", "WasCorrupted", 0);
+    json_t *doc =
+        json_pack("{s:O, s:{s:I, s:i, s:{}, s:I}, s:[i[]], s:{}, s:[], s:b}", "Data",
+                  data, "MetaData", "ProfileCreateTime", (json_int_t)1700000000,
+                  "SessionLoadCount", 0, "MetaTags", "LastUpdate", (json_int_t)1700000000,
+                  "GlobalUpdates", 0, "RobloxMetaData", "UserIds", "WasCorrupted", 0);
     if (!doc)
         bench_die("bench_doc_encode: out of memory");
     char *text = json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS);
@@ -410,8 +409,8 @@ static void *prefill_thread(void *arg)
     char key[64];
     for (long i = job->offset; i < job->n; i += job->step) {
         snprintf(key, sizeof key, "%s%ld", job->prefix, job->first + i);
-        BENCH_OK(job->backend->update(job->backend, job->store, key, prefill_transform,
-                                      job));
+        BENCH_OK(
+            job->backend->update(job->backend, job->store, key, prefill_transform, job));
     }
     return NULL;
 }
@@ -434,7 +433,7 @@ void bench_prefill(ps_backend *backend, const char *store, const char *prefix, l
         pthread_join(tids[t], NULL);
 }
 
-/* ---- statistics -------------------------------------------------------------------------- */
+/* ---- statistics -------------------------------------------------------------------- */
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -458,7 +457,7 @@ double bench_median(double *v, size_t n)
     return bench_percentile(v, n, 50);
 }
 
-/* ---- a service --------------------------------------------------------------------------- */
+/* ---- a service --------------------------------------------------------------------- */
 
 ps_service *bench_service_new(const char *url, bench_counts *counts,
                               const ps_config *settings)

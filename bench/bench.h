@@ -17,7 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* ---- clocks ----------------------------------------------------------------------- */
+/* ---- clocks ------------------------------------------------------------------------ */
 
 /** Monotonic seconds. */
 double bench_now(void);
@@ -29,8 +29,8 @@ void bench_sleep(double seconds);
 /* ---- command line ------------------------------------------------------------------ */
 
 typedef struct bench_args {
-    const char *url;   /**< store URL: memory:…, sqlite:PATH, postgres://…; "env:VAR" is
-                            read from the environment */
+    const char *url; /**< store URL: memory:…, sqlite:PATH, postgres://…; "env:VAR" is
+                          read from the environment */
     const char *label; /**< "memory", "sqlite", "postgres" */
     int smoke;         /**< --smoke: seconds, tiny sizes */
     int argc;          /**< the remaining options, for the program */
@@ -51,7 +51,7 @@ int bench_flag(const bench_args *a, const char *name);
 /** Removes an sqlite store file and its -wal / -shm companions (url "sqlite:PATH"). */
 void bench_remove_sqlite(const char *url);
 
-/* ---- results ------------------------------------------------------------------------ */
+/* ---- results ----------------------------------------------------------------------- */
 
 /**
  * Prints one machine-readable line for run.sh:
@@ -69,11 +69,11 @@ void bench_note(const char *bench, const char *backend, const char *fmt, ...)
     ;
 
 /** Aborts with file:line and the library's last message when @p rc is not PS_OK. */
-#define BENCH_OK(call)                                                                \
-    do {                                                                              \
-        int bench_rc_ = (call);                                                       \
-        if (bench_rc_ != PS_OK)                                                       \
-            bench_fail(__FILE__, __LINE__, #call, bench_rc_);                         \
+#define BENCH_OK(call)                                                                   \
+    do {                                                                                 \
+        int bench_rc_ = (call);                                                          \
+        if (bench_rc_ != PS_OK)                                                          \
+            bench_fail(__FILE__, __LINE__, #call, bench_rc_);                            \
     } while (0)
 void bench_fail(const char *file, int line, const char *what, int rc);
 /** Prints a message and exits 1. */
@@ -83,7 +83,7 @@ void bench_die(const char *fmt, ...)
 #endif
     ;
 
-/* ---- a counting wrapper over the backend vtable --------------------------------------- */
+/* ---- a counting wrapper over the backend vtable ------------------------------------ */
 
 /**
  * Counters of one wrapper. They outlive the wrapper (the service frees its backend at
@@ -96,10 +96,11 @@ typedef struct bench_counts {
     atomic_long transforms; /**< transform calls (> updates means CAS retries) */
     atomic_long failures;   /**< updates that returned an error */
     atomic_long others;     /**< list / remove / quarantine_list */
-    atomic_long clock_reads; /**< server_time (backend version 2), when the header has it */
+    atomic_long
+        clock_reads; /**< server_time (backend version 2), when the header has it */
     atomic_llong transform_ns; /**< time inside transforms (the library's JSON work) */
     atomic_llong update_ns;    /**< time inside update, transform included */
-    pthread_mutex_t lock;   /**< with @c changed: wait for update counts */
+    pthread_mutex_t lock;      /**< with @c changed: wait for update counts */
     pthread_cond_t changed;
 } bench_counts;
 
@@ -117,12 +118,12 @@ int bench_tick_until_updates(ps_service *service, bench_counts *c, long target,
 /**
  * Wraps @p inner (taken: freed with the wrapper) so each call is counted in
  * @p counts. It keeps @p inner's version; optional members are provided only when
- * @p inner has them, as the faulty shim does. @param[out] out new; give it to a service (config.backend) or
- * free it with ps_backend_free.
+ * @p inner has them, as the faulty shim does. @param[out] out new; give it to a service
+ * (config.backend) or free it with ps_backend_free.
  */
 int bench_counting_backend_new(ps_backend **out, ps_backend *inner, bench_counts *counts);
 
-/* ---- the profile document -------------------------------------------------------------- */
+/* ---- the profile document ---------------------------------------------------------- */
 
 /**
  * A game-like Data object (coins, inventory, quests, settings) whose compact encoding
@@ -148,14 +149,14 @@ char *bench_doc_encode(const json_t *data, size_t *len);
 void bench_prefill(ps_backend *backend, const char *store, const char *prefix, long first,
                    long n, const char *doc, size_t len, int threads);
 
-/* ---- statistics -------------------------------------------------------------------------- */
+/* ---- statistics -------------------------------------------------------------------- */
 
 /** The @p p-th percentile (0..100) of @p v (sorted in place). */
 double bench_percentile(double *v, size_t n, double p);
 /** Median of @p v (sorted in place). */
 double bench_median(double *v, size_t n);
 
-/* ---- a service --------------------------------------------------------------------------- */
+/* ---- a service --------------------------------------------------------------------- */
 
 /**
  * A service on @p url behind a counting wrapper (@p counts may be NULL: no wrapper),

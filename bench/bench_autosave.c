@@ -65,7 +65,7 @@ static double tick_for(ps_service *s, double seconds, double *wall)
     return bench_cpu() - cpu0;
 }
 
-/* ---- the raw backend: serialize + one update per save -------------------------------- */
+/* ---- the raw backend: serialize + one update per save ------------------------------ */
 
 typedef struct raw_save {
     json_t *doc;
@@ -120,7 +120,8 @@ int main(int argc, char **argv)
     double period = bench_opt(&args, "--period", args.smoke ? 1 : 30);
     double seconds = bench_opt(&args, "--seconds", args.smoke ? 2 : 60);
     printf("bench_autosave on %s: %ld profiles, auto-save period %.0f s, steady window "
-           "%.0f s, 60 Hz ticks\n", args.label, n, period, seconds);
+           "%.0f s, 60 Hz ticks\n",
+           args.label, n, period, seconds);
 
     bench_counts counts;
     bench_counts_init(&counts);
@@ -158,9 +159,11 @@ int main(int argc, char **argv)
     double steady_pct = 100 * steady_cpu / steady_wall;
     double saves_per_min = (double)(u2 - u1) * 60 / steady_wall;
     printf("first period after loading (%.0f s): %ld saves, CPU %.2f s = %.2f %% of a "
-           "core\n", young_wall, u1 - u0, young_cpu, young_pct);
+           "core\n",
+           young_wall, u1 - u0, young_cpu, young_pct);
     printf("steady (%.0f s):  %ld saves (%.0f per minute), CPU %.2f s = %.2f %% of a core"
-           "\n", steady_wall, u2 - u1, saves_per_min, steady_cpu, steady_pct);
+           "\n",
+           steady_wall, u2 - u1, saves_per_min, steady_cpu, steady_pct);
     if (atomic_load(&counts.failures))
         printf("warning: %ld failed backend updates\n", atomic_load(&counts.failures));
 
@@ -168,8 +171,8 @@ int main(int argc, char **argv)
     double raw = raw_paced(args.url, saves_per_min / 60, n < 2000 ? n : 2000, raw_s);
     double raw_pct = 100 * raw * saves_per_min / 60;
     printf("raw backend, paced the same (%.0f s of 60 Hz ticks): %.1f us CPU per save "
-           "(serialize + update) -> %.2f %% of a core at %.0f saves per minute\n", raw_s,
-           raw * 1e6, raw_pct, saves_per_min);
+           "(serialize + update) -> %.2f %% of a core at %.0f saves per minute\n",
+           raw_s, raw * 1e6, raw_pct, saves_per_min);
     printf("library / raw CPU = %.2f\n", steady_pct / raw_pct);
 
     const char *v = steady_pct < 5 ? "met" : "MISSED";
@@ -184,10 +187,13 @@ int main(int argc, char **argv)
                  "%", "", "");
     bench_result("autosave", args.label, "library / raw CPU", steady_pct / raw_pct, "x",
                  "", "");
-    bench_note("autosave", args.label, "%ld profiles of ~4 KB, period %.0f s, 60 Hz ticks,"
-               " steady window %.0f s%s", n, period, steady_wall,
+    bench_note("autosave", args.label,
+               "%ld profiles of ~4 KB, period %.0f s, 60 Hz ticks,"
+               " steady window %.0f s%s",
+               n, period, steady_wall,
                strcmp(args.label, "postgres") == 0
-                   ? "; PostgreSQL server CPU not included (RUSAGE_SELF)" : "");
+                   ? "; PostgreSQL server CPU not included (RUSAGE_SELF)"
+                   : "");
 
     if (!bench_flag(&args, "--shutdown")) {
         /* The store is thrown away: releasing 10,000 profiles would cost ~20 s of

@@ -15,11 +15,11 @@
  * memory:). 8 profiles of each are contested; the others keep the owner's auto-save
  * rhythm what it is on a server with players (ProfileService spaces saves by
  * period / profiles held, so an owner holding only the contested ones would save the
- * last of them ever more slowly as it hands the others over). A third server ForceLoads the killed owner's profiles at once
- * and the live owner's profiles one auto-save period later (when every one of them is
- * in its steady auto-save cycle), and records the time from each call to holding
- * the profile. ProfileService needs up to ≈ 37 s (next auto-save + one retry) and
- * ≈ 63 s (8 retry steps, then steal) for these.
+ * last of them ever more slowly as it hands the others over). A third server ForceLoads
+ * the killed owner's profiles at once and the live owner's profiles one auto-save period
+ * later (when every one of them is in its steady auto-save cycle), and records the time
+ * from each call to holding the profile. ProfileService needs up to ≈ 37 s (next
+ * auto-save + one retry) and ≈ 63 s (8 retry steps, then steal) for these.
  *
  * Usage: bench_contention URL [--smoke] [--phase throughput|handoff|both]
  *        [--seconds S] [--keys K] [--servers N]
@@ -38,7 +38,7 @@
 #define STORE "bench-contention"
 #define MAX_ACTORS 16
 #define LAT_CAP 8192
-#define HANDOFF_KEYS 8  /* contested profiles per owner */
+#define HANDOFF_KEYS 8    /* contested profiles per owner */
 #define OWNER_PROFILES 64 /* profiles each owner holds */
 #define TICK (1.0 / 60.0)
 
@@ -64,7 +64,7 @@ static ps_config g_config;
 static json_t *g_data;
 static int g_threads; /* memory: servers are threads */
 
-/* ---- servers: processes, or threads for memory: --------------------------------------- */
+/* ---- servers: processes, or threads for memory: ------------------------------------ */
 
 typedef struct actor {
     pid_t pid;
@@ -129,7 +129,7 @@ static void wait_start(void)
     bench_sleep(atomic_load(&g->start_at) - bench_now());
 }
 
-/* ---- throughput ---------------------------------------------------------------------------- */
+/* ---- throughput -------------------------------------------------------------------- */
 
 static void *library_server(void *arg)
 {
@@ -286,30 +286,34 @@ static void throughput(const bench_args *args, int servers, double seconds)
     double waited = lib.cycles ? 100.0 * (double)lib.waited / (double)lib.cycles : 0;
     printf("library: %ld cycles in %.1f s = %.1f/s; load p50 %.1f ms p99 %.0f ms; %ld "
            "loads waited for a hand-off (%.1f %%), %ld lost to another force load, %ld "
-           "failed\n", lib.cycles, lib.seconds, lib_rate, lib.p50 * 1e3, lib.p99 * 1e3,
-           lib.waited, waited, lib.conflicts, lib.failures);
-    printf("raw:     %ld cycles in %.1f s = %.1f/s; first update p50 %.1f ms p99 %.1f ms\n",
-           raw.cycles, raw.seconds, raw_rate, raw.p50 * 1e3, raw.p99 * 1e3);
+           "failed\n",
+           lib.cycles, lib.seconds, lib_rate, lib.p50 * 1e3, lib.p99 * 1e3, lib.waited,
+           waited, lib.conflicts, lib.failures);
+    printf(
+        "raw:     %ld cycles in %.1f s = %.1f/s; first update p50 %.1f ms p99 %.1f ms\n",
+        raw.cycles, raw.seconds, raw_rate, raw.p50 * 1e3, raw.p99 * 1e3);
     printf("library / raw = %.3f\n", lib_rate / raw_rate);
-    bench_result("contention", args->label, "library cycles/s (8 servers)", lib_rate, "1/s",
-                 "", "");
+    bench_result("contention", args->label, "library cycles/s (8 servers)", lib_rate,
+                 "1/s", "", "");
     bench_result("contention", args->label, "raw cycles/s (8 servers, no session lock)",
                  raw_rate, "1/s", "", "");
-    bench_result("contention", args->label, "library / raw throughput", lib_rate / raw_rate,
-                 "x", "", "");
+    bench_result("contention", args->label, "library / raw throughput",
+                 lib_rate / raw_rate, "x", "", "");
     bench_result("contention", args->label, "load p50 under contention", lib.p50 * 1e3,
                  "ms", "", "");
     bench_result("contention", args->label, "load p99 under contention", lib.p99 * 1e3,
                  "ms", "", "");
-    bench_result("contention", args->label, "loads that waited for a hand-off", waited, "%",
-                 "", "");
-    bench_note("contention", args->label, "throughput: %d servers (%s), %d shared keys, "
+    bench_result("contention", args->label, "loads that waited for a hand-off", waited,
+                 "%", "", "");
+    bench_note("contention", args->label,
+               "throughput: %d servers (%s), %d shared keys, "
                "%.1f s, load_repeat_delay %.2g s; %ld loads lost to another server's "
-               "force load, %ld failed", servers, g_threads ? "threads" : "processes",
-               g->keys, seconds, g_config.load_repeat_delay, lib.conflicts, lib.failures);
+               "force load, %ld failed",
+               servers, g_threads ? "threads" : "processes", g->keys, seconds,
+               g_config.load_repeat_delay, lib.conflicts, lib.failures);
 }
 
-/* ---- hand-off -------------------------------------------------------------------------------- */
+/* ---- hand-off ---------------------------------------------------------------------- */
 
 /* Contested profile @p i of an owner: spread over its auto-save list, so their saves
  * are spread over the period. */
@@ -330,8 +334,8 @@ static void *owner_server(void *arg)
         BENCH_OK(ps_store_load_profile(&p[i], store, key, NULL, NULL));
     }
     atomic_store(&r->ready, 1);
-    double deadline = bench_now() + 20 * g_config.load_repeat_delay +
-                      4 * g_config.auto_save_period;
+    double deadline =
+        bench_now() + 20 * g_config.load_repeat_delay + 4 * g_config.auto_save_period;
     for (;;) {
         if (atomic_load(&r->frozen))
             for (;;)
@@ -373,7 +377,8 @@ static void handoff_report(const bench_args *args, const char *who, pending *p,
     for (int i = 0; i < HANDOFF_KEYS; i++) {
         if (p[i].status == PS_OK)
             t[ok++] = p[i].held - p[i].called;
-        printf(" %.1f%s", p[i].held - p[i].called, p[i].status == PS_OK ? "" : "(failed)");
+        printf(" %.1f%s", p[i].held - p[i].called,
+               p[i].status == PS_OK ? "" : "(failed)");
     }
     printf("\n");
     if (ok == 0) {
@@ -383,7 +388,8 @@ static void handoff_report(const bench_args *args, const char *who, pending *p,
     }
     double med = bench_median(t, (size_t)ok), max = t[ok - 1];
     printf("%s owner: ForceLoad → held: median %.1f s, max %.1f s over %d profiles "
-           "(ProfileService ≈ %.0f s at most)\n", who, med, max, ok, reference);
+           "(ProfileService ≈ %.0f s at most)\n",
+           who, med, max, ok, reference);
     char metric[96], target[32];
     snprintf(target, sizeof target, "<= ~%.0f", reference);
     snprintf(metric, sizeof metric, "ForceLoad → held, owner %s: median", who);
@@ -474,12 +480,14 @@ int main(int argc, char **argv)
         g_config.load_repeat_delay = 0.2;
         printf("SMOKE: timing settings scaled down: auto_save_period 1 s (default 30), "
                "load_repeat_delay 0.2 s (default 7)\n");
-        bench_note("contention", args.label, "SMOKE run: auto_save_period 1 s and "
+        bench_note("contention", args.label,
+                   "SMOKE run: auto_save_period 1 s and "
                    "load_repeat_delay 0.2 s instead of the defaults 30 s and 7 s");
     }
     printf("bench_contention on %s (%s)\n", args.label,
-           g_threads ? "servers are threads: memory: is per process" : "servers are "
-                                                                      "processes");
+           g_threads ? "servers are threads: memory: is per process"
+                     : "servers are "
+                       "processes");
     if (strcmp(phase, "throughput") == 0 || strcmp(phase, "both") == 0)
         throughput(&args, servers, seconds);
     if (strcmp(phase, "handoff") == 0 || strcmp(phase, "both") == 0)

@@ -69,12 +69,12 @@ static void library_drain(library *lib)
         bench_die("library: the release save did not finish within 60 s");
 }
 
-/* ---- the baseline: necessary work through the raw backend ------------------------------ */
+/* ---- the baseline: necessary work through the raw backend -------------------------- */
 
 typedef struct baseline {
     ps_backend *backend;
-    json_t *doc;    /* the document held between load and release */
-    double json_s;  /* time in json_loadb / json_dumps */
+    json_t *doc;     /* the document held between load and release */
+    double json_s;   /* time in json_loadb / json_dumps */
     double update_s; /* time inside the backend's update calls, JSON included */
     long parses, serializes, cycles;
 } baseline;
@@ -151,7 +151,7 @@ static void baseline_cycle(baseline *b, const char *key)
     b->doc = NULL;
 }
 
-/* ---- bare round trips --------------------------------------------------------------------- */
+/* ---- bare round trips -------------------------------------------------------------- */
 
 typedef struct bare {
     ps_backend *backend;
@@ -172,7 +172,7 @@ static void bare_cycle(bare *b, const char *key)
         BENCH_OK(b->backend->update(b->backend, STORE, key, bare_write, b));
 }
 
-/* ---- rounds ------------------------------------------------------------------------------ */
+/* ---- rounds ------------------------------------------------------------------------ */
 
 typedef enum { LIB, BASE, BARE } who;
 
@@ -253,7 +253,8 @@ int main(int argc, char **argv)
     double ratio_base[64], ratio_bare[64];
     long lib_cycles = 0;
     int only_library = bench_flag(&args, "--only-library");
-    static const who orders[3][3] = {{LIB, BASE, BARE}, {BASE, BARE, LIB}, {BARE, LIB, BASE}};
+    static const who orders[3][3] = {
+        {LIB, BASE, BARE}, {BASE, BARE, LIB}, {BARE, LIB, BASE}};
     for (int r = 0; r < rounds; r++) {
         for (int k = 0; k < 3; k++) {
             who w = only_library ? LIB : orders[r % 3][k];
@@ -276,7 +277,8 @@ int main(int argc, char **argv)
         ratio_base[r] = lib[r] / base[r];
         ratio_bare[r] = lib[r] / bare_[r];
         printf("round %2d: library %8.0f/s  baseline %8.0f/s  bare %10.0f/s  "
-               "library/baseline %.3f\n", r + 1, lib[r], base[r], bare_[r], ratio_base[r]);
+               "library/baseline %.3f\n",
+               r + 1, lib[r], base[r], bare_[r], ratio_base[r]);
     }
     if (only_library) {
         ps_service_free(b.lib.service);
@@ -300,39 +302,45 @@ int main(int argc, char **argv)
     double ratio = bench_median(ratio_base, (size_t)rounds);
     double ratio_bare_med = bench_median(ratio_bare, (size_t)rounds);
     printf("\nper library cycle: %.2f updates, %.2f gets, %.2f transform calls "
-           "(baseline: 3 updates, 0 gets)\n", (double)updates / (double)lib_cycles,
-           (double)gets / (double)lib_cycles, (double)transforms / (double)lib_cycles);
-    printf("baseline JSON: %ld parses, %ld serializes\n", b.base.parses, b.base.serializes);
-    printf("library  %10.1f cycles/s\nbaseline %10.1f cycles/s\nbare     %10.1f cycles/s\n",
-           l, s, r);
-    printf("library / baseline = %.3f (target >= 0.9: %s)\n", ratio, verdict(ratio >= 0.9));
+           "(baseline: 3 updates, 0 gets)\n",
+           (double)updates / (double)lib_cycles, (double)gets / (double)lib_cycles,
+           (double)transforms / (double)lib_cycles);
+    printf("baseline JSON: %ld parses, %ld serializes\n", b.base.parses,
+           b.base.serializes);
+    printf(
+        "library  %10.1f cycles/s\nbaseline %10.1f cycles/s\nbare     %10.1f cycles/s\n",
+        l, s, r);
+    printf("library / baseline = %.3f (target >= 0.9: %s)\n", ratio,
+           verdict(ratio >= 0.9));
     printf("library / bare     = %.3f\n", ratio_bare_med);
     printf("JSON share of the baseline's time: %.1f %%\n", 100 * json_share);
     printf("library transform share (decode + validate + encode on workers): %.1f %%\n",
            100 * transform_s / lib_busy);
     double lib_json_us = 1e6 * transform_s / (double)lib_cycles;
     double base_json_us = 1e6 * b.base.json_s / (double)b.base.cycles;
-    printf("per cycle: library %.0f us = %.0f us inside backend updates (%.0f us of it in "
-           "transforms: JSON) + %.0f us outside (host work, thread hand-offs)\n", lib_us,
-           lib_in_us, lib_json_us, lib_us - lib_in_us);
+    printf(
+        "per cycle: library %.0f us = %.0f us inside backend updates (%.0f us of it in "
+        "transforms: JSON) + %.0f us outside (host work, thread hand-offs)\n",
+        lib_us, lib_in_us, lib_json_us, lib_us - lib_in_us);
     printf("           baseline %.0f us = %.0f us inside backend updates (%.0f us of it "
-           "JSON) + %.0f us outside\n", base_us, base_in_us, base_json_us,
-           base_us - base_in_us);
+           "JSON) + %.0f us outside\n",
+           base_us, base_in_us, base_json_us, base_us - base_in_us);
 
     bench_result("cycle", args.label, "library cycles/s", l, "1/s", "", "");
     bench_result("cycle", args.label, "baseline cycles/s", s, "1/s", "", "");
     bench_result("cycle", args.label, "bare round trips cycles/s", r, "1/s", "", "");
     bench_result("cycle", args.label, "library / baseline", ratio, "x", ">= 0.9",
                  verdict(ratio >= 0.9));
-    bench_result("cycle", args.label, "library / bare round trips", ratio_bare_med, "x", "",
-                 "");
-    bench_result("cycle", args.label, "JSON share of baseline time", 100 * json_share, "%",
+    bench_result("cycle", args.label, "library / bare round trips", ratio_bare_med, "x",
                  "", "");
+    bench_result("cycle", args.label, "JSON share of baseline time", 100 * json_share,
+                 "%", "", "");
     bench_result("cycle", args.label, "library transform share of time",
                  100 * transform_s / lib_busy, "%", "", "");
     bench_result("cycle", args.label, "library us per cycle inside backend updates",
                  lib_in_us, "us", "", "");
-    bench_result("cycle", args.label, "library us per cycle outside updates (host, hand-offs)",
+    bench_result("cycle", args.label,
+                 "library us per cycle outside updates (host, hand-offs)",
                  lib_us - lib_in_us, "us", "", "");
     bench_result("cycle", args.label, "library us per cycle in transforms (JSON)",
                  lib_json_us, "us", "", "");

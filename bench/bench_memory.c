@@ -54,7 +54,7 @@ static const char *key_of(const char *prefix, long i)
     return key;
 }
 
-/* ---- loading many profiles asynchronously ------------------------------------------- */
+/* ---- loading many profiles asynchronously ------------------------------------------ */
 
 typedef struct batch {
     ps_profile **profiles;
@@ -77,8 +77,8 @@ static ps_profile **load_all(ps_service *s, ps_profile_store *store, bench_count
 {
     batch b = {calloc((size_t)n, sizeof(ps_profile *)), 0, 0};
     for (long i = 0; i < n; i++) {
-        BENCH_OK(ps_store_load_profile_async(store, key_of(prefix, i), NULL, batch_done,
-                                             &b));
+        BENCH_OK(
+            ps_store_load_profile_async(store, key_of(prefix, i), NULL, batch_done, &b));
         if (i % 64 == 63)
             BENCH_OK(ps_service_update(s));
     }
@@ -103,7 +103,7 @@ static void release_all(ps_service *s, bench_counts *c, ps_profile **p, long n)
     free(p);
 }
 
-/* ---- the split ---------------------------------------------------------------------------- */
+/* ---- the split --------------------------------------------------------------------- */
 
 /* Heap bytes per Data tree, parsing @p n copies of @p text. */
 static double data_tree_bytes(const char *text, size_t len, long n)
@@ -159,8 +159,9 @@ static void split(const bench_args *args, ps_service *s, ps_profile_store *store
            strlen(data_text));
     printf("library:   %.0f B per active profile (heap in use)%s\n", total,
            stored_growth ? " after the stored documents' growth" : "");
-    printf("bookkeeping: %.0f B per profile = %.1f %% of the Data tree (target <= 20 %%)\n",
-           book, 100 * book / tree);
+    printf(
+        "bookkeeping: %.0f B per profile = %.1f %% of the Data tree (target <= 20 %%)\n",
+        book, 100 * book / tree);
     printf("resident:  %.0f B per profile (RSS growth)\n", rss);
     bench_result("memory", args->label, "Data tree per profile", tree, "B", "", "");
     bench_result("memory", args->label, "library heap per active profile", total, "B", "",
@@ -175,7 +176,7 @@ static void split(const bench_args *args, ps_service *s, ps_profile_store *store
     json_decref(data);
 }
 
-/* ---- soak ---------------------------------------------------------------------------------- */
+/* ---- soak -------------------------------------------------------------------------- */
 
 typedef struct soak {
     ps_profile **slots; /* active profiles; NULL while a slot's load is in flight */
@@ -214,7 +215,8 @@ static void soak_start_load(ps_profile_store *store, soak *k, int slot, int keys
     k->started++;
     soak_load *l = malloc(sizeof *l);
     *l = (soak_load){k, slot, key};
-    BENCH_OK(ps_store_load_profile_async(store, key_of("soak", key), NULL, soak_loaded, l));
+    BENCH_OK(
+        ps_store_load_profile_async(store, key_of("soak", key), NULL, soak_loaded, l));
 }
 
 /* Stops churning until every load has finished and every release is stored, so each
@@ -242,8 +244,13 @@ static void run_soak(const bench_args *args, ps_service *s, ps_profile_store *st
     free(doc);
     json_decref(data);
 
-    soak k = {calloc((size_t)active, sizeof(ps_profile *)), calloc((size_t)keys, 1),
-              calloc((size_t)active, sizeof(int)), 0, 0, 0, 0};
+    soak k = {calloc((size_t)active, sizeof(ps_profile *)),
+              calloc((size_t)keys, 1),
+              calloc((size_t)active, sizeof(int)),
+              0,
+              0,
+              0,
+              0};
     long updates0 = atomic_load(&c->updates);
     for (int i = 0; i < active; i++)
         soak_start_load(store, &k, i, keys);
@@ -260,11 +267,15 @@ static void run_soak(const bench_args *args, ps_service *s, ps_profile_store *st
             rss[samples] = bench_rss();
             sq[samples] = sqlite_memory();
             at[samples] = now - t0;
-            printf("soak t=%5.1f s: heap %8.2f MB  rss %8.2f MB  sqlite %6.2f MB  loads %ld  "
-                   "releases %ld\n", at[samples], heaps[samples] / 1e6, rss[samples] / 1e6,
+            printf("soak t=%5.1f s: heap %8.2f MB  rss %8.2f MB  sqlite %6.2f MB  loads "
+                   "%ld  "
+                   "releases %ld\n",
+                   at[samples], heaps[samples] / 1e6, rss[samples] / 1e6,
                    sq[samples] / 1e6, k.loads, k.releases);
             samples++;
             next_sample = t0 + seconds * samples / 10;
+            if (samples == 11)
+                break; /* quiet: nothing in flight for the final release */
         }
         /* Churn: release up to 8 active profiles per tick, each replaced by a load. */
         for (int n = 0, i = rand() % active; n < 8; n++, i = (i + 1) % active) {
@@ -283,16 +294,19 @@ static void run_soak(const bench_args *args, ps_service *s, ps_profile_store *st
     double churn = (double)(k.loads + k.releases) / at[10];
     double growth = 100.0 * ((double)heaps[10] - (double)heaps[2]) / (double)heaps[2];
     double rss_growth = 100.0 * ((double)rss[10] - (double)rss[2]) / (double)rss[2];
-    printf("soak: %.0f loads+releases per second, heap growth %.2f %%, RSS growth %.2f %% "
-           "(t=%.0f s → t=%.0f s)\n", churn, growth, rss_growth, at[2], at[10]);
+    printf(
+        "soak: %.0f loads+releases per second, heap growth %.2f %%, RSS growth %.2f %% "
+        "(t=%.0f s → t=%.0f s)\n",
+        churn, growth, rss_growth, at[2], at[10]);
     bench_result("memory", args->label, "soak churn (loads + releases)", churn, "1/s", "",
                  "");
     bench_result("memory", args->label, "soak heap growth", growth, "%", "< 1",
                  growth < 1 ? "met" : "MISSED");
     bench_result("memory", args->label, "soak RSS growth", rss_growth, "%", "", "");
-    bench_note("memory", args->label, "soak: %.0f s, %d active of %d keys, %ld loads, "
-               "%ld releases, %ld failed loads", at[10], active, keys, k.loads,
-               k.releases, k.failed);
+    bench_note("memory", args->label,
+               "soak: %.0f s, %d active of %d keys, %ld loads, "
+               "%ld releases, %ld failed loads",
+               at[10], active, keys, k.loads, k.releases, k.failed);
     long n = 0;
     ps_profile **rest = calloc((size_t)active, sizeof *rest);
     for (int i = 0; i < active; i++)

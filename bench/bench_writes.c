@@ -26,7 +26,7 @@
 
 #define STORE "bench-writes"
 
-/* ---- a virtual clock -------------------------------------------------------------- */
+/* ---- a virtual clock --------------------------------------------------------------- */
 
 static pthread_mutex_t g_clock_lock = PTHREAD_MUTEX_INITIALIZER;
 static double g_clock = 1700000000.0;
@@ -82,7 +82,8 @@ static void report(const char *label, const char *op, long n, snapshot a, snapsh
     double writes = (double)(b.writes - a.writes) / (double)n;
     int ok = updates == want_updates && gets == want_gets && b.others == a.others;
     printf("%-10s x%-6ld updates/op %.3f  writes/op %.3f  transforms/op %.3f  gets/op "
-           "%.3f  %s\n", op, n, updates, writes, tries, gets, ok ? "ok" : "UNEXPECTED");
+           "%.3f  %s\n",
+           op, n, updates, writes, tries, gets, ok ? "ok" : "UNEXPECTED");
     char metric[96];
     snprintf(metric, sizeof metric, "updates per %s", op);
     bench_result("writes", label, metric, updates, "", "", "");
@@ -92,7 +93,7 @@ static void report(const char *label, const char *op, long n, snapshot a, snapsh
         g_failed++;
 }
 
-/* ---- the run ------------------------------------------------------------------------- */
+/* ---- the run ----------------------------------------------------------------------- */
 
 static const char *key_of(int i)
 {

@@ -23,7 +23,7 @@ set title "3. auto-save CPU (10,000 profiles, 30 s period in the full run)"
 set ylabel "% of one core"
 set yrange [0:*]
 plot dat."/autosave.dat" using 2:xtic(1) title "library, steady", \
-     "" using 4 title "library, first period (none due)", \
+     "" using 4 title "library, first period after loading", \
      "" using 3 title "raw: serialize + update, same saves", \
      5 with lines lw 2 dt 2 lc rgb "red" title "target 5 %"
 

@@ -60,7 +60,9 @@ pg_version=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 | 
     awk -F'\t' -v mode="$mode" '
         BEGIN { split("cycle writes autosave memory scale contention", order, " ")
                 for (i in order) rank[order[i]] = i }
-        function fmt(x) { return (x + 0 >= 1000 || x + 0 <= -1000) ? sprintf("%.0f", x) : sprintf("%.3g", x) }
+        function fmt(x) {
+            return (x + 0 >= 1000 || x + 0 <= -1000) ? sprintf("%.0f", x) : sprintf("%.3g", x)
+        }
         $1 == "RESULT" && $8 != "" {
             v = (mode == "smoke" ? "not judged (smoke)" : ($8 == "MISSED" ? "**MISSED**" : $8))
             printf "%d\t%06d\t| %s | %s | %s | %s %s | %s | %s |\n", rank[$2], NR, $2,
@@ -68,7 +70,9 @@ pg_version=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 | 
     echo
     echo "## All results"
     awk -F'\t' '
-        function fmt(x) { return (x + 0 >= 1000 || x + 0 <= -1000) ? sprintf("%.0f", x) : sprintf("%.3g", x) }
+        function fmt(x) {
+            return (x + 0 >= 1000 || x + 0 <= -1000) ? sprintf("%.0f", x) : sprintf("%.3g", x)
+        }
         $1 == "RESULT" {
             if (!($2 in seen_bench)) { seen_bench[$2] = 1; benches[nb++] = $2 }
             k = $2 SUBSEP $4
@@ -77,6 +81,7 @@ pg_version=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 | 
             }
             if (!($3 in seen_backend)) { seen_backend[$3] = 1; backends[nk++] = $3 }
             value[$2, $4, $3] = $5
+            has[$2, $3] = 1
         }
         END {
             split("cycle writes autosave memory scale contention", known, " ")
@@ -89,17 +94,19 @@ pg_version=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 | 
             }
             for (b = 0; b < n; b++) {
                 bench = sorted[b]
+                nc = 0  # the backends this bench has results for
+                for (j = 0; j < nk; j++) if ((bench, backends[j]) in has) cols[nc++] = backends[j]
                 printf "\n### %s\n\n| metric |", bench
-                for (j = 0; j < nk; j++) printf " %s |", backends[j]
+                for (j = 0; j < nc; j++) printf " %s |", cols[j]
                 printf "\n|---|"
-                for (j = 0; j < nk; j++) printf "---:|"
+                for (j = 0; j < nc; j++) printf "---:|"
                 printf "\n"
                 for (i = 0; i < nm[bench]; i++) {
                     m = metrics[bench, i]
                     u = unit[bench SUBSEP m]
                     printf "| %s%s |", m, (u == "" ? "" : " (" u ")")
-                    for (j = 0; j < nk; j++) {
-                        v = value[bench, m, backends[j]]
+                    for (j = 0; j < nc; j++) {
+                        v = value[bench, m, cols[j]]
                         printf " %s |", (v == "" ? "–" : fmt(v))
                     }
                     printf "\n"
@@ -119,8 +126,12 @@ pg_version=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 | 
     elif [ "$missed" = 0 ]; then
         echo "None."
     else
-        awk -F'\t' '$1 == "RESULT" && $8 == "MISSED" {
-            printf "- %s / %s: %s = %s %s (target %s)\n", $2, $3, $4, $5, $6, $7 }' "$tsv"
+        awk -F'\t' '
+            function fmt(x) {
+            return (x + 0 >= 1000 || x + 0 <= -1000) ? sprintf("%.0f", x) : sprintf("%.3g", x)
+        }
+            $1 == "RESULT" && $8 == "MISSED" {
+            printf "- %s / %s: %s = %s %s (target %s)\n", $2, $3, $4, fmt($5), $6, $7 }' "$tsv"
         echo
         if [ -f "$out/profile.md" ]; then
             echo "Where the time goes (perf / callgrind) and what to change in the library:"
@@ -153,7 +164,7 @@ pick cycle "bare round trips cycles/s" >"$dat/c"
 join3 "$dat/a" "$dat/b" "$dat/c" >"$dat/cycle.dat"
 pick autosave "CPU % of one core, steady" >"$dat/a"
 pick autosave "raw backend CPU % for the same saves" >"$dat/b"
-pick autosave "CPU % of one core, first period (none due)" >"$dat/c"
+pick autosave "CPU % of one core, first period after loading" >"$dat/c"
 join3 "$dat/a" "$dat/b" "$dat/c" >"$dat/autosave.dat"
 pick memory "Data tree per profile" >"$dat/a"
 pick memory "bookkeeping per profile" >"$dat/b"
@@ -187,5 +198,5 @@ if ! gnuplot -e "dat='$dat'; png='$out/bench.png'; nscale=$scale_blocks; \
     cat "$dat/gnuplot.log" >&2
     exit 1
 fi
-rm -f "$dat/a" "$dat/b" "$dat/c"
+rm -f "$dat/a" "$dat/b" "$dat/c" "$dat/gnuplot.log"
 exit 0

@@ -78,9 +78,14 @@ url_of() { # backend bench → URL
 
 # run NAME BACKEND ARGS… : one program on one backend, output kept and collected.
 run() {
-    local name=$1 backend=$2
+    local name=$1 backend=$2 tag=""
     shift 2
-    local log="$out/logs/$name-$backend.log" t0=$SECONDS
+    local prev="" a
+    for a in "$@"; do # one log per phase: bench_contention runs twice per backend
+        [ "$prev" = --phase ] && tag="-$a"
+        prev=$a
+    done
+    local log="$out/logs/$name-$backend$tag.log" t0=$SECONDS
     echo "== $name $backend $*"
     "$bin/$name" "$(url_of "$backend" "$name")" "$@" >"$log" 2>&1
     local rc=$?
@@ -102,6 +107,8 @@ s=()
 # (up to ~70 s with the default settings): the three backends run it side by side,
 # in the background of bench_cycle and bench_writes.
 handoff_pids=()
+printf 'NOTE\tcontention\tall\t%s\n' "the hand-off phases ran side by side, in the \
+background of bench_cycle and bench_writes (they mostly wait on the library timers)" >>"$tsv"
 for b in "${backends[@]}"; do
     (run bench_contention "$b" "${s[@]}" --phase handoff >"$work/handoff-$b.out") &
     handoff_pids+=($!)

@@ -88,8 +88,8 @@ static void counting_free(ps_backend *b)
     free(cb);
 }
 
-static counts g_counts = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0,
-                          0, 0};
+static counts g_counts = {
+    PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0};
 
 typedef struct snapshot {
     long gets, updates, writes, transforms, others;
@@ -105,13 +105,13 @@ static snapshot take(void)
 }
 
 /* The difference between two snapshots must be exactly these counts. */
-#define ASSERT_DELTA(a, b, upd, get)                                                  \
-    do {                                                                              \
-        PS_ASSERT_EQ((b).updates - (a).updates, (upd));                               \
-        PS_ASSERT_EQ((b).writes - (a).writes, (upd));                                 \
-        PS_ASSERT_EQ((b).transforms - (a).transforms, (upd)); /* no CAS retries */    \
-        PS_ASSERT_EQ((b).gets - (a).gets, (get));                                     \
-        PS_ASSERT_EQ((b).others - (a).others, 0);                                     \
+#define ASSERT_DELTA(a, b, upd, get)                                                     \
+    do {                                                                                 \
+        PS_ASSERT_EQ((b).updates - (a).updates, (upd));                                  \
+        PS_ASSERT_EQ((b).writes - (a).writes, (upd));                                    \
+        PS_ASSERT_EQ((b).transforms - (a).transforms, (upd)); /* no CAS retries */       \
+        PS_ASSERT_EQ((b).gets - (a).gets, (get));                                        \
+        PS_ASSERT_EQ((b).others - (a).others, 0);                                        \
     } while (0)
 
 /* A service on g_url (virtual clock) whose backend counts into g_counts. */
@@ -171,7 +171,7 @@ static int count_save(ps_profile *profile, void *userdata)
     return 0;
 }
 
-/* ---- tests ------------------------------------------------------------------------------- */
+/* ---- tests ------------------------------------------------------------------------- */
 
 /* One profile: create, auto-save, explicit save, release; then an existing key. */
 static void test_one_profile(void)
