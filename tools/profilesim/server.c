@@ -481,8 +481,12 @@ static void buy(server *sv, session *s)
     player *pl = &sv->players[s->idx];
     if (pl->nreceipts == RECEIPTS_MAX)
         return;
-    snprintf(pl->receipts[pl->nreceipts++], sizeof pl->receipts[0], "p%s.%d.%d.%ld",
-             sv->o->run_tag, sv->index, sv->restart, ++sv->purchases_started);
+    char *receipt = pl->receipts[pl->nreceipts];
+    int n = snprintf(receipt, sizeof pl->receipts[0], "p%s.%d.%d.%ld", sv->o->run_tag,
+                     sv->index, sv->restart, ++sv->purchases_started);
+    if (n < 0 || (size_t)n >= sizeof pl->receipts[0])
+        return; /* a purchase id must never be cut short: two could then collide */
+    pl->nreceipts++;
     deliver_receipts(sv, s);
 }
 
