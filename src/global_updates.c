@@ -406,10 +406,8 @@ static void prune_pending(ps_global_updates *gu)
     p->clear_count = keep;
 }
 
-void ps__global_updates_after_save(ps_global_updates *gu, const json_t *stored,
-                                   const ps_gu_pending *written)
+void ps__global_updates_after_save(ps_global_updates *gu, const json_t *stored)
 {
-    (void)written;
     json_t *fresh = gu_copy_or_empty(stored);
     if (!fresh)
         return; /* keep the old state; the next save retries the diff */

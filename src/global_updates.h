@@ -29,7 +29,6 @@ int ps__global_updates_snapshot(ps_gu_pending *out, const ps_global_updates *gu)
 int ps__gu_apply_pending(json_t *doc, const ps_gu_pending *pending);
 /* Host, after an owned save: fires listeners for new ids/versions, adopts the stored
  * component, forgets pending ids the store now reflects. */
-void ps__global_updates_after_save(ps_global_updates *gu, const json_t *stored,
-                                   const ps_gu_pending *written);
+void ps__global_updates_after_save(ps_global_updates *gu, const json_t *stored);
 
 #endif /* PS_GLOBAL_UPDATES_H */

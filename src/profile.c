@@ -616,8 +616,7 @@ static void save_finish(ps_op *base)
     if (op->wrote && owns_doc(op, op->result)) {
         if (p->active)
             ps__global_updates_after_save(p->global_updates,
-                                          json_object_get(op->result, "GlobalUpdates"),
-                                          &op->pending);
+                                          json_object_get(op->result, "GlobalUpdates"));
     } else if (p->active) {
         session_lost(p, meta);
     }

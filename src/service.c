@@ -552,16 +552,6 @@ void ps__service_resume_key(ps_service *s, ps_profile_store *store, const char *
     }
 }
 
-int ps__service_has_queued(ps_service *s, ps_profile_store *store, const char *key,
-                           const ps_op_kind *kind)
-{
-    ps_key_slot *slot = slot_get(s, store, key, 0);
-    for (ps_op *op = slot ? slot->head : NULL; op; op = op->next_in_slot)
-        if (op->kind == kind)
-            return 1;
-    return 0;
-}
-
 /* Applies finished ops, then lets each freed slot start its next op. */
 static void finish_done_ops(ps_service *s)
 {
@@ -604,7 +594,6 @@ void ps__service_add_timer(ps_service *s, ps_timer *timer, double due)
 void ps__service_add_load_timer(ps_service *s, ps_load_request *request, double due)
 {
     request->retry_at = due;
-    request->in_timer = 1;
     request->next_timer = s->load_timers;
     s->load_timers = request;
 }
@@ -645,7 +634,6 @@ static void fire_due_loads(ps_service *s, double now)
     }
     for (ps_load_request *r = due, *next; r; r = next) {
         next = r->next_timer;
-        r->in_timer = 0;
         ps__store_retry_load(r);
     }
 }

@@ -80,9 +80,7 @@ typedef struct ps_load_request {
     int request_force_load; /* write ForceLoadSession on the next attempt */
     int steal;              /* force_load_max_steps reached */
     int steps;
-    int attempts;
     double retry_at; /* monotonic */
-    int in_timer;
     int maybe_taken; /* the last attempt failed after it may have committed (a lost
                         reply): the store may hold our session */
 } ps_load_request;
@@ -177,9 +175,6 @@ void ps__service_hold_key(ps_op *op);
 /* Ends a hold: @p retry (may be NULL) runs first, then the rest of the queue. */
 void ps__service_resume_key(ps_service *service, ps_profile_store *store,
                             const char *key, ps_op *retry);
-/* Nonzero when an op of @p kind is queued (not yet running) for the key. */
-int ps__service_has_queued(ps_service *service, ps_profile_store *store, const char *key,
-                           const ps_op_kind *kind);
 /* Worker: the op's one atomic backend update with @p transform (userdata = op);
  * a failure goes to op->status / op->message. */
 void ps__op_update(ps_op *op, ps_transform_fn transform);

@@ -261,7 +261,6 @@ static void request_submit(ps_load_request *r)
     op->request_force_load = r->mode == LOAD_FORCE && r->request_force_load;
     op->steal = r->steal;
     op->aggressive = r->mode == LOAD_STEAL;
-    r->attempts++;
     ps__service_enqueue(r->store->service, &op->base);
 }
 
