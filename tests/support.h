@@ -159,6 +159,20 @@ static json_t *test_stored_doc(const char *url, const char *store, const char *k
     return doc;
 }
 
+/* Makes the next ps_error_last() stale, so a test sees whether a call set it. */
+static void stale_error(void)
+{
+    ps_error_set(PS_ENOTFOUND, "stale");
+}
+
+/* The last call failed with @p code and a fresh, non-empty message. */
+static void assert_error(int code)
+{
+    PS_ASSERT_EQ(ps_error_last()->code, code);
+    PS_ASSERT(ps_error_last()->message && *ps_error_last()->message);
+    PS_ASSERT(strcmp(ps_error_last()->message, "stale") != 0);
+}
+
 #endif /* PS_TEST_SUPPORT_H */
 
 /* The URL under test (argv[1]); an sqlite file is removed first so runs start clean.

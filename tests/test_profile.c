@@ -225,18 +225,6 @@ static void wait_stored_int(ps_service *s, const char *store, const char *key,
     PS_FAIL("stored %s/%s Data.%s never became %lld", store, key, field, (long long)want);
 }
 
-/* Makes the next ps_error_last() stale so a test sees whether a call set it. */
-static void stale_error(void)
-{
-    ps_error_set(PS_ENOTFOUND, "stale");
-}
-
-static void assert_error(int code)
-{
-    PS_ASSERT_EQ(ps_error_last()->code, code);
-    PS_ASSERT(ps_error_last()->message && *ps_error_last()->message);
-    PS_ASSERT(strcmp(ps_error_last()->message, "stale") != 0);
-}
 
 /* ---- auto-save --------------------------------------------------------------------- */
 

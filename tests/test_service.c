@@ -168,17 +168,6 @@ static void tick_one_second(ps_service *s)
     }
 }
 
-static void stale_error(void)
-{
-    ps_error_set(PS_ENOTFOUND, "stale");
-}
-
-static void assert_error(int code)
-{
-    PS_ASSERT_EQ(ps_error_last()->code, code);
-    PS_ASSERT(ps_error_last()->message && *ps_error_last()->message);
-    PS_ASSERT(strcmp(ps_error_last()->message, "stale") != 0);
-}
 
 /* ---- configuration ------------------------------------------------------------- */
 

@@ -21,16 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CHECK(cond, ...)                                                                 \
-    do {                                                                                 \
-        if (!(cond)) {                                                                   \
-            fprintf(stderr, "fuzz_document: %s:%d: check failed: %s: ", __FILE__,        \
-                    __LINE__, #cond);                                                    \
-            fprintf(stderr, __VA_ARGS__);                                                \
-            fputc('\n', stderr);                                                         \
-            abort();                                                                     \
-        }                                                                                \
-    } while (0)
+#define FUZZ_NAME "fuzz_document"
+#include "fuzz_common.h"
 
 #define DECODE_FLAGS (JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL)
 
@@ -186,34 +178,6 @@ static void check_unknown_kept(const json_t *orig, const json_t *doc)
               "unknown MetaData field %s changed", key);
 }
 
-/* json_equal with keys compared by length (jansson 2.14's json_equal looks keys up
- * with strlen, so keys holding a NUL byte would compare wrongly). */
-static int same(const json_t *a, const json_t *b)
-{
-    if (json_is_object(a) && json_is_object(b)) {
-        const char *key;
-        size_t key_len;
-        json_t *v;
-        if (json_object_size(a) != json_object_size(b))
-            return 0;
-        json_object_keylen_foreach((json_t *)a, key, key_len, v)
-        {
-            if (!same(v, json_object_getn(b, key, key_len)))
-                return 0;
-        }
-        return 1;
-    }
-    if (json_is_array(a) && json_is_array(b)) {
-        if (json_array_size(a) != json_array_size(b))
-            return 0;
-        for (size_t i = 0; i < json_array_size(a); i++)
-            if (!same(json_array_get(a, i), json_array_get(b, i)))
-                return 0;
-        return 1;
-    }
-    return a && b && json_equal((json_t *)a, (json_t *)b);
-}
-
 static void drop_nulls(json_t *obj, const char *const *known)
 {
     for (; *known; known++)
@@ -359,7 +323,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_unknown_kept(orig, doc);
     if (r.bad == 0) {
         json_t *want = expected_valid(orig);
-        CHECK(same(want, doc), "a valid document was changed beyond the documented "
+        CHECK(fuzz_same(want, doc), "a valid document was changed beyond the documented "
                                "normalisations");
         json_decref(want);
     }

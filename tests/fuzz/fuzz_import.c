@@ -35,16 +35,8 @@ static int quiet_printf(const char *fmt, ...)
 #undef stderr
 #define stderr stderr
 
-#define CHECK(cond, ...)                                                                 \
-    do {                                                                                 \
-        if (!(cond)) {                                                                   \
-            fprintf(stderr, "fuzz_import: %s:%d: check failed: %s: ", __FILE__,          \
-                    __LINE__, #cond);                                                    \
-            fprintf(stderr, __VA_ARGS__);                                                \
-            fputc('\n', stderr);                                                         \
-            abort();                                                                     \
-        }                                                                                \
-    } while (0)
+#define FUZZ_NAME "fuzz_import"
+#include "fuzz_common.h"
 
 #define STORE "PlayerData"
 

@@ -26,16 +26,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CHECK(cond, ...)                                                                 \
-    do {                                                                                 \
-        if (!(cond)) {                                                                   \
-            fprintf(stderr, "fuzz_lua_convert: %s:%d: check failed: %s: ", __FILE__,     \
-                    __LINE__, #cond);                                                    \
-            fprintf(stderr, __VA_ARGS__);                                                \
-            fputc('\n', stderr);                                                         \
-            abort();                                                                     \
-        }                                                                                \
-    } while (0)
+#define FUZZ_NAME "fuzz_lua_convert"
+#include "fuzz_common.h"
 
 #define MAX_DEPTH 200 /* convert.c's limit on nested tables */
 
@@ -94,35 +86,6 @@ static json_t *model(const json_t *j, lps_root root, int depth)
     return out;
 }
 
-/* json_equal, but keys compared with their length: jansson 2.14's json_equal looks
- * keys up with strlen, so two objects whose keys hold a NUL byte may compare unequal
- * (or equal) wrongly. */
-static int same(const json_t *a, const json_t *b)
-{
-    if (json_is_object(a) && json_is_object(b)) {
-        const char *key;
-        size_t key_len;
-        json_t *v;
-        if (json_object_size(a) != json_object_size(b))
-            return 0;
-        json_object_keylen_foreach((json_t *)a, key, key_len, v)
-        {
-            if (!same(v, json_object_getn(b, key, key_len)))
-                return 0;
-        }
-        return 1;
-    }
-    if (json_is_array(a) && json_is_array(b)) {
-        if (json_array_size(a) != json_array_size(b))
-            return 0;
-        for (size_t i = 0; i < json_array_size(a); i++)
-            if (!same(json_array_get(a, i), json_array_get(b, i)))
-                return 0;
-        return 1;
-    }
-    return a && b && json_equal((json_t *)a, (json_t *)b);
-}
-
 /* ---- protected calls --------------------------------------------------------------- */
 
 static int push_protected(lua_State *l)
@@ -166,7 +129,7 @@ static void check_stable(const json_t *out, lps_root root)
         return;
     json_t *again = to_json(root, err, sizeof err);
     CHECK(again != NULL, "a converted value does not convert again: %s", err);
-    CHECK(same(again, out), "second round trip changed the value");
+    CHECK(fuzz_same(again, out), "second round trip changed the value");
     json_decref(again);
     lua_pop(L, 1);
 }
@@ -189,7 +152,7 @@ static void json_mode(const uint8_t *data, size_t size)
             CHECK(!want == !got, "root kind %d: model says %s, conversion %s (%s)",
                   (int)roots[i], want ? "ok" : "fail", got ? "ok" : "failed", err);
             if (got) {
-                CHECK(same(want, got), "root kind %d: not the model's value",
+                CHECK(fuzz_same(want, got), "root kind %d: not the model's value",
                       (int)roots[i]);
                 check_stable(got, roots[i]);
             }
