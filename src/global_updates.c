@@ -647,21 +647,22 @@ static void gu_op_dispose(ps_op *base)
     free(op);
 }
 
-/* Which global update write of each server a document already holds: a write whose
- * reply was lost (it committed, the caller saw an error) is retried and must not add
- * its gifts twice. A service's writes on one key run one at a time and a retry keeps
- * its place (the key is held), so the last sequence number per job id is enough.
- * Stored as [[job_id, seq], …], most recent last; ProfileService keeps unknown fields
- * as they are. */
+/* Which global update write of each service instance a document already holds: a
+ * write whose reply was lost (it committed, the caller saw an error) is retried and
+ * must not add its gifts twice. A service's writes on one key run one at a time and a
+ * retry keeps its place (the key is held), so the last sequence number per instance
+ * is enough. Stored as [[request_origin, seq], …], most recent last (request_origin:
+ * the job id and a per-instance random suffix, see service.h); ProfileService keeps
+ * unknown fields as they are. */
 #define GU_REQUESTS_FIELD "GlobalUpdateRequestIds"
 #define GU_REQUESTS_KEPT 256 /* servers; far more than can write in one retry delay */
 
-static size_t request_find(const json_t *ids, const char *job_id)
+static size_t request_find(const json_t *ids, const char *origin)
 {
     for (size_t i = 0; i < json_array_size(ids); i++) {
         json_t *pair = json_array_get(ids, i);
-        const char *job = json_string_value(json_array_get(pair, 0));
-        if (job && strcmp(job, job_id) == 0)
+        const char *stored = json_string_value(json_array_get(pair, 0));
+        if (stored && strcmp(stored, origin) == 0)
             return i;
     }
     return (size_t)-1;
@@ -670,7 +671,7 @@ static size_t request_find(const json_t *ids, const char *job_id)
 static int request_seen(const json_t *doc, const gu_request *r)
 {
     json_t *ids = json_object_get(doc, GU_REQUESTS_FIELD);
-    size_t i = request_find(ids, r->store->service->job_id);
+    size_t i = request_find(ids, r->store->service->request_origin);
     int64_t seq = 0;
     return i != (size_t)-1 &&
            ps__json_get_int(json_array_get(json_array_get(ids, i), 1), &seq) &&
@@ -685,11 +686,11 @@ static int request_remember(json_t *doc, const gu_request *r)
         if (!ids || json_object_set_new(doc, GU_REQUESTS_FIELD, ids))
             return ps__error_oom();
     }
-    const char *job_id = r->store->service->job_id;
-    size_t i = request_find(ids, job_id);
+    const char *origin = r->store->service->request_origin;
+    size_t i = request_find(ids, origin);
     if (i != (size_t)-1)
         json_array_remove(ids, i);
-    if (json_array_append_new(ids, json_pack("[sI]", job_id, (json_int_t)r->seq)))
+    if (json_array_append_new(ids, json_pack("[sI]", origin, (json_int_t)r->seq)))
         return ps__error_oom();
     while (json_array_size(ids) > GU_REQUESTS_KEPT)
         json_array_remove(ids, 0);

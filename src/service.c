@@ -189,6 +189,20 @@ static char *make_job_id(void)
     return strdup(buf);
 }
 
+/* job id + "/" + 64 random bits: see request_origin in service.h. */
+static char *make_request_origin(const char *job_id)
+{
+    unsigned long long nonce = 0;
+    if (getrandom(&nonce, sizeof nonce, 0) != (ssize_t)sizeof nonce)
+        nonce = ((unsigned long long)time(NULL) << 32) ^ (unsigned long long)clock() ^
+                (unsigned long long)(uintptr_t)&nonce;
+    size_t size = strlen(job_id) + 18;
+    char *origin = malloc(size);
+    if (origin)
+        snprintf(origin, size, "%s/%016llx", job_id, nonce);
+    return origin;
+}
+
 static int open_backend(ps_service *s, const ps_config *config)
 {
     if (config->backend) {
@@ -233,7 +247,9 @@ int ps_service_new(ps_service **out, const ps_config *config)
     ps__signal_init(&s->critical_state_signal);
     s->job_id = config->job_id ? strdup(config->job_id) : make_job_id();
     s->config.job_id = s->job_id;
-    if (!s->job_id)
+    if (s->job_id)
+        s->request_origin = make_request_origin(s->job_id);
+    if (!s->job_id || !s->request_origin)
         rc = ps__error_oom();
     if (rc == PS_OK)
         rc = open_backend(s, config);
@@ -863,6 +879,7 @@ void ps_service_free(ps_service *service)
     free(service->issue_times);
     free(service->store_url);
     free(service->job_id);
+    free(service->request_origin);
     pthread_mutex_destroy(&service->clock_lock);
     free(service);
 }

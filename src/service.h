@@ -126,7 +126,14 @@ struct ps_service {
     double autosave_last_tick;
 
     ps_profile *profiles; /* every live profile object, for service_free */
-    unsigned long long gu_request_seq; /* numbers GlobalUpdateProfileAsync calls */
+    /* GlobalUpdateProfileAsync calls are numbered per service *instance*: the id
+     * written into a document is [request_origin, seq], where request_origin is the
+     * job id plus a random suffix drawn at ps_service_new. A job id alone is not
+     * unique — hosts reuse names, a restarted server keeps its fixed job id, two
+     * services in one process may share one — and a fresh service numbering from 1
+     * again would take its first gift for a retry of an old one and drop it. */
+    char *request_origin;
+    unsigned long long gu_request_seq;
 
     /* The store's clock (README "Clocks"): stored timestamps are the local wall clock
      * + clock_offset, measured with backend->server_time when the store has a clock

@@ -316,8 +316,21 @@ static void test_full_lifecycle(void)
     char *raw = stored_raw(name, "Player_1");
     /* ProfileService's gift-only layout, plus the ids of recent gift writes that make
      * a retried write idempotent (a field ProfileService keeps as it is). */
-    PS_ASSERT_STR_EQ(raw, "{\"GlobalUpdateRequestIds\":[[\"job-life\",1]],"
-                          "\"GlobalUpdates\":[1,[[1,1,false,{\"Coins\":5}]]]}");
+    json_t *ids = NULL, *updates = NULL;
+    const char *origin = NULL;
+    json_int_t seq = 0;
+    json_t *stored = json_loads(raw, 0, NULL);
+    PS_ASSERT_OK(json_unpack(stored, "{s:o, s:o !}", "GlobalUpdateRequestIds", &ids,
+                             "GlobalUpdates", &updates));
+    PS_ASSERT_OK(json_unpack(ids, "[[sI]]", &origin, &seq));
+    /* The request id names this service instance: its job id and a random suffix. */
+    PS_ASSERT_EQ(strncmp(origin, "job-life/", 9), 0);
+    PS_ASSERT_EQ(strlen(origin), 9 + 16);
+    PS_ASSERT_EQ(seq, 1);
+    char *updates_raw = json_dumps(updates, JSON_COMPACT);
+    PS_ASSERT_STR_EQ(updates_raw, "[1,[[1,1,false,{\"Coins\":5}]]]");
+    free(updates_raw);
+    json_decref(stored);
     free(raw);
 
     /* Load: the update is there, Active; no listener fires at load, nor at a save that
@@ -1040,6 +1053,49 @@ static void test_bad_args(void)
     PS_ASSERT_EQ(rec.issues, 0);
 }
 
+/* One gift through the blocking form from a service with session tag (place, job). */
+static void gift_from(ps_service *s, const char *key, const char *from, int n)
+{
+    add_call call = {from, n, 0, 0, -100};
+    ps_global_updates *result = NULL;
+    g_in_call++;
+    PS_ASSERT_OK(ps_store_global_update_profile(&result, test_store(s, "GuJobs"), key,
+                                                add_tagged, &call));
+    g_in_call--;
+    PS_ASSERT_EQ(call.handler_runs, 1);
+    ps_global_updates_free(result);
+}
+
+/* Hosts name their servers: a restarted server keeps its fixed job id, and two
+ * services of one process may be given the same one. Each instance numbers its gift
+ * writes from 1, so the stored request id must tell instances apart, or the new
+ * instance's first gift passes for a retry of the old one's and is dropped. */
+static void test_same_job_id_loses_no_gift(void)
+{
+    ps_service *old = gu_service(1, "job-fixed", NULL);
+    gift_from(old, "Player_1", "old", 1);
+    PS_ASSERT_OK(ps_service_shutdown(old));
+    ps_service_free(old);
+
+    /* The restart, and a second service with the same job id beside it. */
+    ps_service *restarted = gu_service(1, "job-fixed", NULL);
+    ps_service *twin = gu_service(1, "job-fixed", NULL);
+    gift_from(restarted, "Player_1", "restarted", 2);
+    gift_from(twin, "Player_1", "twin", 3);
+    gift_from(restarted, "Player_1", "restarted", 4);
+
+    char *text = stored_gu_text("GuJobs", "Player_1");
+    PS_ASSERT_STR_EQ(text, "[4,[[1,1,false,{\"from\":\"old\",\"n\":1}],"
+                           "[2,1,false,{\"from\":\"restarted\",\"n\":2}],"
+                           "[3,1,false,{\"from\":\"twin\",\"n\":3}],"
+                           "[4,1,false,{\"from\":\"restarted\",\"n\":4}]]]");
+    free(text);
+    PS_ASSERT_OK(ps_service_shutdown(restarted));
+    PS_ASSERT_OK(ps_service_shutdown(twin));
+    ps_service_free(restarted);
+    ps_service_free(twin);
+}
+
 int main(int argc, char **argv)
 {
     test_use_url(argc, argv);
@@ -1055,6 +1111,7 @@ int main(int argc, char **argv)
     PS_RUN(test_listeners_fire_inside_blocking_calls);
     PS_RUN(test_bad_args);
     PS_RUN(test_owner_methods_refused_in_handler);
+    PS_RUN(test_same_job_id_loses_no_gift);
     printf("ok\n");
     return 0;
 }
